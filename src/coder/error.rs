@@ -1,0 +1,90 @@
+//! One error type for every way a Coder call can fail.
+
+use super::types::Response;
+
+/// A failed Coder API call. The `Display` text is written for the model that
+/// called the tool: it carries Coder's own `message`, `detail` and `validations`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CoderError {
+    /// Coder answered with an error status and (usually) a `codersdk.Response` body.
+    #[error("{}", describe_api_error(*status, response))]
+    Api { status: u16, response: Response },
+    /// Coder could not be reached (connection refused, DNS, TLS, timeout...).
+    #[error("could not reach Coder at {url}: {reason}")]
+    Network { url: String, reason: String },
+    /// Coder answered with something we could not understand.
+    #[error("unexpected answer from Coder for {what}: {reason}")]
+    Decode { what: String, reason: String },
+}
+
+impl CoderError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// 404 Not Found or 410 Gone (how Coder answers for a deleted workspace).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.status(), Some(404 | 410))
+    }
+
+    /// Worth retrying an idempotent request: network failures, 429 and 5xx.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Network { .. } => true,
+            Self::Api { status, .. } => *status == 429 || *status >= 500,
+            Self::Decode { .. } => false,
+        }
+    }
+}
+
+fn describe_api_error(status: u16, response: &Response) -> String {
+    let mut text = if response.message.is_empty() {
+        format!("Coder answered HTTP {status}")
+    } else {
+        format!(
+            "Coder answered HTTP {status}: {}",
+            response.message.trim_end_matches('.')
+        )
+    };
+    if !response.detail.is_empty() {
+        text.push_str(&format!(" ({})", response.detail));
+    }
+    if !response.validations.is_empty() {
+        let fields: Vec<String> = response
+            .validations
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.detail))
+            .collect();
+        text.push_str(&format!("; invalid fields: {}", fields.join("; ")));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coder::types::ValidationError;
+
+    #[test]
+    fn api_error_carries_message_detail_and_validations() {
+        let err = CoderError::Api {
+            status: 400,
+            response: Response {
+                message: "Invalid request.".into(),
+                detail: "name is bad".into(),
+                validations: vec![ValidationError {
+                    field: "name".into(),
+                    detail: "must be alphanumeric with hyphens".into(),
+                }],
+            },
+        };
+        assert_eq!(
+            err.to_string(),
+            "Coder answered HTTP 400: Invalid request (name is bad); invalid fields: name: must be alphanumeric with hyphens"
+        );
+        assert!(!err.is_transient());
+    }
+}

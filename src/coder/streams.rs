@@ -1,0 +1,439 @@
+//! Coder's streaming endpoints: the workspace watch (WebSocket `watch-ws`, the older
+//! SSE `watch`, polling as the last resort) and the followed build log.
+//!
+//! Each runs in its own task and hands results over a channel, so a consumer can
+//! `select!` on it next to timers and cancellation without ever tearing down a
+//! half-read WebSocket frame.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+use uuid::Uuid;
+
+use super::client::{CoderClient, SESSION_TOKEN_HEADER, api_error};
+use super::error::CoderError;
+use super::types::{ProvisionerJobLog, Response, ServerSentEvent, ServerSentEventType, Workspace};
+
+/// How a workspace is being watched right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchSource {
+    WebSocket,
+    Sse,
+    Polling,
+}
+
+/// Timings of the watch; the defaults match Coder's own clients.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Interval of `GET /workspaces/{id}` while no stream is available (Coder's tool polls every 2 s).
+    pub poll_interval: Duration,
+    /// How often to try to get a stream back while polling.
+    pub stream_retry: Duration,
+    /// A stream silent for this long (not even a ping) is considered dead.
+    pub stream_idle_timeout: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(2),
+            stream_retry: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Workspace snapshots as they change; dropping it stops the watching task.
+pub struct WorkspaceWatch {
+    rx: mpsc::Receiver<Result<Workspace, CoderError>>,
+    source: watch::Receiver<WatchSource>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkspaceWatch {
+    /// Starts watching. The first item is the workspace as it is now.
+    pub fn start(client: CoderClient, workspace: Uuid, config: WatchConfig) -> Self {
+        let (tx, rx) = mpsc::channel(16);
+        let (source_tx, source) = watch::channel(WatchSource::WebSocket);
+        let watcher = Watcher {
+            client,
+            workspace,
+            config,
+            tx,
+            source: source_tx,
+        };
+        let task = tokio::spawn(watcher.run());
+        Self { rx, source, task }
+    }
+
+    /// The next snapshot; `Err` is final (the workspace is gone, or the token was rejected).
+    pub async fn next(&mut self) -> Result<Workspace, CoderError> {
+        match self.rx.recv().await {
+            Some(item) => item,
+            None => Err(CoderError::Decode {
+                what: "the workspace watch".into(),
+                reason: "the watch stopped unexpectedly".into(),
+            }),
+        }
+    }
+
+    /// Where the snapshots come from at the moment.
+    pub fn source(&self) -> WatchSource {
+        *self.source.borrow()
+    }
+}
+
+impl Drop for WorkspaceWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Watcher {
+    client: CoderClient,
+    workspace: Uuid,
+    config: WatchConfig,
+    tx: mpsc::Sender<Result<Workspace, CoderError>>,
+    source: watch::Sender<WatchSource>,
+}
+
+enum Opened {
+    Stream(Stream),
+    /// Neither stream endpoint is served (an old Coder, or a proxy that blocks them).
+    Unavailable(String),
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type SseStream = sse_stream::SseStream<
+    sse_stream::ByteStreamBody<
+        futures::stream::BoxStream<'static, Result<bytes::Bytes, reqwest::Error>>,
+        bytes::Bytes,
+    >,
+>;
+
+enum Stream {
+    WebSocket(Box<WsStream>),
+    Sse(Box<SseStream>),
+}
+
+/// What one stream message meant.
+enum Event {
+    Workspace(Box<Workspace>),
+    KeepAlive,
+    Error(Response),
+}
+
+impl Watcher {
+    async fn run(self) {
+        if let Err(err) = self.watch().await {
+            let _ = self.tx.send(Err(err)).await;
+        }
+    }
+
+    /// Forwards snapshots until the receiver goes away or a final error happens.
+    async fn watch(&self) -> Result<(), CoderError> {
+        let mut next_stream_attempt = Instant::now();
+        let mut next_poll = Instant::now();
+        loop {
+            if Instant::now() >= next_stream_attempt {
+                match self.open().await? {
+                    Opened::Stream(stream) => {
+                        let kind = match stream {
+                            Stream::WebSocket(_) => WatchSource::WebSocket,
+                            Stream::Sse(_) => WatchSource::Sse,
+                        };
+                        let _ = self.source.send(kind);
+                        tracing::debug!(workspace = %self.workspace, source = ?kind, "watching workspace");
+                        if !self.forward(stream).await? {
+                            return Ok(());
+                        }
+                        // The stream dropped: try once more at once, then poll.
+                        tracing::info!(workspace = %self.workspace, "workspace watch stream dropped; reconnecting");
+                        next_stream_attempt = Instant::now();
+                        if let Opened::Stream(stream) = self.open().await? {
+                            next_poll = Instant::now();
+                            if !self.forward(stream).await? {
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        next_stream_attempt = Instant::now() + self.config.stream_retry;
+                    }
+                    Opened::Unavailable(why) => {
+                        tracing::info!(workspace = %self.workspace, reason = %why, "no workspace watch stream; polling every {:?}", self.config.poll_interval);
+                        next_stream_attempt = Instant::now() + self.config.stream_retry;
+                    }
+                }
+            }
+            let _ = self.source.send(WatchSource::Polling);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_poll) => {}
+                _ = self.tx.closed() => return Ok(()),
+            }
+            next_poll = Instant::now() + self.config.poll_interval;
+            match self.client.workspace(self.workspace).await {
+                Ok(ws) => {
+                    if self.tx.send(Ok(ws)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Err(err) if err.is_transient() => {
+                    tracing::warn!(workspace = %self.workspace, error = %err, "polling the workspace failed; will retry");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Sends the stream's snapshots on; `Ok(false)` when the receiver went away,
+    /// `Ok(true)` when the stream ended and should be replaced.
+    async fn forward(&self, mut stream: Stream) -> Result<bool, CoderError> {
+        loop {
+            let event = tokio::select! {
+                event = tokio::time::timeout(self.config.stream_idle_timeout, next_event(&mut stream)) => event,
+                _ = self.tx.closed() => return Ok(false),
+            };
+            match event {
+                Ok(Some(Event::Workspace(ws))) => {
+                    if self.tx.send(Ok(*ws)).await.is_err() {
+                        return Ok(false);
+                    }
+                }
+                Ok(Some(Event::KeepAlive)) => {}
+                Ok(Some(Event::Error(response))) => {
+                    tracing::warn!(workspace = %self.workspace, message = %response.message, "watch stream reported an error");
+                    return Ok(true);
+                }
+                Ok(None) => return Ok(true),
+                Err(_idle) => {
+                    tracing::warn!(workspace = %self.workspace, "watch stream went silent");
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Opens `watch-ws`, else the SSE `watch`. A workspace that is gone is a final error.
+    async fn open(&self) -> Result<Opened, CoderError> {
+        let ws_refusal = match self.open_websocket().await {
+            Ok(stream) => return Ok(Opened::Stream(stream)),
+            Err(err) => err,
+        };
+        let sse_refusal = match self.open_sse().await {
+            Ok(stream) => return Ok(Opened::Stream(stream)),
+            Err(err) => err,
+        };
+        // A 404/410 on the stream may mean the workspace is gone, or only that the
+        // endpoint is not served; a final error only in the first case.
+        if (ws_refusal.is_not_found() || sse_refusal.is_not_found())
+            && let Err(err) = self.client.workspace(self.workspace).await
+            && err.is_not_found()
+        {
+            return Err(err);
+        }
+        if matches!(ws_refusal.status(), Some(401)) {
+            return Err(ws_refusal);
+        }
+        Ok(Opened::Unavailable(format!(
+            "watch-ws: {ws_refusal}; watch: {sse_refusal}"
+        )))
+    }
+
+    async fn open_websocket(&self) -> Result<Stream, CoderError> {
+        let path = format!("/workspaces/{}/watch-ws", self.workspace);
+        let stream = connect_websocket(&self.client, &path).await?;
+        Ok(Stream::WebSocket(Box::new(stream)))
+    }
+
+    async fn open_sse(&self) -> Result<Stream, CoderError> {
+        let path = format!("/workspaces/{}/watch", self.workspace);
+        let response = self
+            .client
+            .http()
+            .get(self.client.api_url(&path))
+            .header(SESSION_TOKEN_HEADER, self.client.token().expose())
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| self.client.network_error(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &body));
+        }
+        let bytes = response.bytes_stream().boxed();
+        Ok(Stream::Sse(Box::new(
+            sse_stream::SseStream::from_bytes_stream(bytes),
+        )))
+    }
+}
+
+async fn next_event(stream: &mut Stream) -> Option<Event> {
+    match stream {
+        Stream::WebSocket(ws) => loop {
+            match ws.next().await? {
+                Ok(Message::Text(text)) => return Some(parse_ws_event(text.as_str())),
+                Ok(Message::Binary(bytes)) => {
+                    return Some(parse_ws_event(&String::from_utf8_lossy(&bytes)));
+                }
+                Ok(Message::Ping(_) | Message::Pong(_)) => return Some(Event::KeepAlive),
+                Ok(Message::Close(_)) => return None,
+                Ok(Message::Frame(_)) => {}
+                Err(err) => {
+                    tracing::debug!(error = %err, "watch-ws read failed");
+                    return None;
+                }
+            }
+        },
+        Stream::Sse(sse) => {
+            let event = match sse.next().await? {
+                Ok(event) => event,
+                Err(err) => {
+                    tracing::debug!(error = %err, "SSE watch read failed");
+                    return None;
+                }
+            };
+            let data = event.data.unwrap_or_default();
+            Some(match event.event.as_deref() {
+                Some("data") => match serde_json::from_str::<Workspace>(&data) {
+                    Ok(ws) => Event::Workspace(Box::new(ws)),
+                    Err(_) => Event::KeepAlive,
+                },
+                Some("error") => Event::Error(serde_json::from_str(&data).unwrap_or_default()),
+                _ => Event::KeepAlive,
+            })
+        }
+    }
+}
+
+fn parse_ws_event(text: &str) -> Event {
+    let Ok(event) = serde_json::from_str::<ServerSentEvent>(text) else {
+        return Event::KeepAlive;
+    };
+    match event.kind {
+        ServerSentEventType::Data => match serde_json::from_value::<Workspace>(event.data) {
+            Ok(ws) => Event::Workspace(Box::new(ws)),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not parse a workspace from watch-ws");
+                Event::KeepAlive
+            }
+        },
+        ServerSentEventType::Error => {
+            Event::Error(serde_json::from_value(event.data).unwrap_or_default())
+        }
+        _ => Event::KeepAlive,
+    }
+}
+
+/// Opens a WebSocket on a Coder API path, authenticated with the session token.
+async fn connect_websocket(client: &CoderClient, path: &str) -> Result<WsStream, CoderError> {
+    let url = client.api_url(path);
+    let ws_url = match url.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", url.trim_start_matches("http://")),
+    };
+    let mut request = ws_url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| CoderError::Decode {
+            what: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let token =
+        http::HeaderValue::from_str(client.token().expose()).map_err(|_| CoderError::Decode {
+            what: "the session token".into(),
+            reason: "it contains characters that cannot be sent in a header".into(),
+        })?;
+    request.headers_mut().insert(SESSION_TOKEN_HEADER, token);
+    let connect = tokio_tungstenite::connect_async(request);
+    match tokio::time::timeout(Duration::from_secs(15), connect).await {
+        Ok(Ok((stream, _))) => Ok(stream),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let status = response.status();
+            let body = response.body().clone().unwrap_or_default();
+            Err(api_error(status, &body))
+        }
+        Ok(Err(err)) => Err(CoderError::Network {
+            url: client.base_url().to_owned(),
+            reason: format!("WebSocket {path}: {err}"),
+        }),
+        Err(_) => Err(CoderError::Network {
+            url: client.base_url().to_owned(),
+            reason: format!("WebSocket {path}: timed out"),
+        }),
+    }
+}
+
+/// The latest line of a followed build log.
+#[derive(Debug, Clone, Default)]
+pub struct BuildLogStatus {
+    pub stage: String,
+    pub output: String,
+    pub lines: u64,
+}
+
+/// Follows `GET /workspacebuilds/{id}/logs?follow=true` (a WebSocket Coder closes when
+/// the job completes) and publishes the latest stage. Best effort: build progress
+/// never depends on it, so failures only cost the stage names in progress messages.
+pub struct BuildLogFollower {
+    latest: watch::Receiver<BuildLogStatus>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BuildLogFollower {
+    pub fn start(client: CoderClient, build: Uuid) -> Self {
+        let (tx, latest) = watch::channel(BuildLogStatus::default());
+        let task = tokio::spawn(async move {
+            let path = format!("/workspacebuilds/{build}/logs?follow=true&after=0");
+            let mut stream = match connect_websocket(&client, &path).await {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::debug!(%build, error = %err, "cannot follow the build log");
+                    return;
+                }
+            };
+            while let Some(Ok(message)) = stream.next().await {
+                let text = match message {
+                    Message::Text(text) => text.to_string(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                if let Ok(log) = serde_json::from_str::<ProvisionerJobLog>(&text) {
+                    // Wake readers on a new stage only, not on every terraform line.
+                    tx.send_if_modified(|status| {
+                        let new_stage = !log.stage.is_empty() && log.stage != status.stage;
+                        if new_stage {
+                            status.stage = log.stage;
+                        }
+                        status.output = log.output;
+                        status.lines += 1;
+                        new_stage
+                    });
+                }
+            }
+            let _ = stream.close(None).await;
+        });
+        Self { latest, task }
+    }
+
+    pub fn latest(&self) -> BuildLogStatus {
+        self.latest.borrow().clone()
+    }
+
+    /// Resolves when the build enters a new stage (never, once the log has ended).
+    pub async fn stage_changed(&mut self) {
+        if self.latest.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for BuildLogFollower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

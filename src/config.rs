@@ -1,0 +1,201 @@
+//! Command line, environment and the `coder` CLI's stored login.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::coder::SessionToken;
+use crate::engine::EngineConfig;
+
+/// An MCP server that gives AI agents real development environments: it creates Coder workspaces.
+///
+/// With no command (or `stdio`) it serves MCP on stdin/stdout, for Claude Desktop, Claude Code,
+/// Cursor, VS Code and other clients that launch it as a subprocess. `demo` shows the whole
+/// flow against a built-in simulated Coder, no deployment needed.
+///
+/// Coder location and identity come from --coder-url/CODER_URL and --token/CODER_SESSION_TOKEN;
+/// when absent, from what `coder login` stored (the files `url` and `session` in
+/// $CODER_CONFIG_DIR, else in the OS config directory + `coderv2`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "coder-workspace-mcp",
+    version,
+    about,
+    long_about,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub coder: CoderArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// Log level or filter for the logs on stderr (e.g. `info`, `debug`,
+    /// `coder_workspace_mcp=trace`). Overrides RUST_LOG.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP on stdin/stdout (the default).
+    Stdio,
+    /// Run list_templates → read_template → create_workspace against a built-in simulated
+    /// Coder, through a real MCP session with this binary, showing live progress on stderr.
+    Demo,
+    /// Run the simulated Coder on its own, to try other MCP clients against it.
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// Where Coder is and who we are there.
+#[derive(Debug, Args)]
+pub struct CoderArgs {
+    /// URL of the Coder deployment, e.g. https://coder.example.com.
+    #[arg(long, env = "CODER_URL", global = true, value_name = "URL")]
+    pub coder_url: Option<String>,
+    /// Coder session token (create one with `coder tokens create`). Prefer the environment
+    /// variable: command-line arguments are visible to other local users.
+    #[arg(
+        long,
+        env = "CODER_SESSION_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+/// How long to wait, and for what.
+#[derive(Debug, Args)]
+pub struct TimingArgs {
+    /// Longest time a workspace build may take before create_workspace fails (e.g. 90s, 5m).
+    #[arg(long, global = true, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub build_timeout: Duration,
+    /// Longest time the workspace agent may take to connect after the build; past it the
+    /// answer is `agent_status: "not_ready"`, not an error.
+    #[arg(long, global = true, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    pub agent_timeout: Duration,
+    /// Longest time the agent's startup scripts may run; past it the answer says
+    /// `startup_scripts: "startup_scripts_timeout"`.
+    #[arg(long, global = true, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub startup_timeout: Duration,
+    /// Longest time one create_workspace call waits before answering `status: "building"`
+    /// (the model then calls again to keep waiting). Many clients give up on a call after
+    /// about 60 s; `0` waits until done, for clients that keep waiting while progress flows.
+    #[arg(long, global = true, default_value = "45s", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_call_wait: Duration,
+}
+
+impl TimingArgs {
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            build_timeout: self.build_timeout,
+            agent_timeout: self.agent_timeout,
+            startup_timeout: self.startup_timeout,
+            max_call_wait: (!self.max_call_wait.is_zero()).then_some(self.max_call_wait),
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// Human durations: `90s`, `5m`, `1h 30m`, or `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 90s, 5m, 1h)"))
+}
+
+/// A Coder URL and token, and where each came from (for error messages).
+#[derive(Debug)]
+pub struct Credentials {
+    pub url: String,
+    pub token: SessionToken,
+    pub url_source: String,
+    pub token_source: String,
+}
+
+/// The `coder` CLI's config directory: `$CODER_CONFIG_DIR`, else `<OS config dir>/coderv2`.
+pub fn coder_config_dir() -> Option<PathBuf> {
+    match std::env::var_os("CODER_CONFIG_DIR") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => dirs::config_dir().map(|d| d.join("coderv2")),
+    }
+}
+
+/// Resolves the URL and token from flags/environment, falling back to `coder login`'s files.
+pub fn resolve_credentials(args: &CoderArgs) -> Result<Credentials, String> {
+    let dir = coder_config_dir();
+    let from_file = |name: &str| -> Option<(String, String)> {
+        let path = dir.as_ref()?.join(name);
+        let text = std::fs::read_to_string(&path).ok()?;
+        let text = text.trim().to_owned();
+        (!text.is_empty()).then(|| (text, path.display().to_string()))
+    };
+    let non_empty = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+
+    let (url, url_source) = match non_empty(&args.coder_url) {
+        Some(url) => (url, "--coder-url/CODER_URL".to_owned()),
+        None => from_file("url").ok_or_else(|| {
+            format!(
+                "no Coder URL: pass --coder-url or set CODER_URL (or run `coder login <url>`, which stores it in {})",
+                describe_dir(dir.as_deref(), "url")
+            )
+        })?,
+    };
+    let (token, token_source) = match non_empty(&args.token) {
+        Some(token) => (token, "--token/CODER_SESSION_TOKEN".to_owned()),
+        None => from_file("session").ok_or_else(|| {
+            format!(
+                "no Coder session token: set CODER_SESSION_TOKEN (create a token with `coder tokens create`), or run `coder login` (which stores it in {}; on macOS and Windows it may use the OS keyring instead, then set CODER_SESSION_TOKEN)",
+                describe_dir(dir.as_deref(), "session")
+            )
+        })?,
+    };
+    Ok(Credentials {
+        url,
+        token: SessionToken::new(token),
+        url_source,
+        token_source,
+    })
+}
+
+fn describe_dir(dir: Option<&Path>, file: &str) -> String {
+    dir.map_or_else(
+        || format!("the coder CLI's config directory ({file})"),
+        |d| d.join(file).display().to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("soon").unwrap_err().contains("use e.g. 90s"));
+    }
+
+    #[test]
+    fn help_explains_the_flags() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("CODER_SESSION_TOKEN"));
+        assert!(help.contains("--max-call-wait"));
+    }
+}

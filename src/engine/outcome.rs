@@ -1,0 +1,139 @@
+//! What `create_workspace` answers, and how it fails.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::coder::CoderError;
+
+/// The result of `create_workspace`. Field names follow Coder's own `create_workspace`
+/// chat tool (`created`, `workspace_name`, `status`, `message`, `agent_status`,
+/// `agent_error`, `startup_scripts`, `lifecycle_state`), plus what a caller needs next.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CreateWorkspaceResult {
+    /// True when this call created the workspace; false when the session's existing workspace was returned.
+    pub created: bool,
+    /// The workspace name (unique per owner). Use it with `coder ssh <name>` and other Coder tools.
+    pub workspace_name: String,
+    /// `already_exists`: the session's workspace was returned instead of creating another.
+    /// `building`, `starting_agent`, `running_startup_scripts`: this call stopped waiting
+    /// (see `--max-call-wait`) while the workspace is still coming up; call
+    /// `create_workspace` again with the same arguments to keep waiting for the same workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<CallStatus>,
+    /// A human-readable explanation of the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `not_ready`: the build succeeded but the agent did not connect in time (the
+    /// workspace exists; it may still come up). `no_agent`: the template defines no agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_status: Option<AgentStatus>,
+    /// Why the agent is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_error: Option<String>,
+    /// Set when the agent's startup scripts failed or did not finish in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_scripts: Option<StartupScripts>,
+    /// The agent's lifecycle state when startup scripts failed (e.g. `start_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_state: Option<String>,
+    /// The last lines of the agent's startup log, when startup scripts failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub startup_log_tail: Vec<String>,
+    /// The workspace id (UUID).
+    pub workspace_id: Uuid,
+    /// The workspace owner's username.
+    pub owner: String,
+    /// The template the workspace was built from.
+    pub template_id: Uuid,
+    pub template_name: String,
+    /// Coder's workspace status: pending, starting, running, stopping, stopped, failed, canceling, canceled, deleting or deleted.
+    pub build_status: String,
+    /// The number of the workspace's latest build.
+    pub build_number: i64,
+    /// The workspace agent's name, when the template has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    /// The workspace's page in the Coder dashboard.
+    pub url: String,
+}
+
+/// How the call ended when it did not simply create a ready workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    AlreadyExists,
+    Building,
+    StartingAgent,
+    RunningStartupScripts,
+}
+
+/// Why the workspace agent is not usable yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    NotReady,
+    NoAgent,
+}
+
+/// How the agent's startup scripts went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartupScripts {
+    StartupScriptsFailed,
+    StartupScriptsTimeout,
+}
+
+/// Why `create_workspace` failed. Every variant becomes a tool result with
+/// `isError: true` whose text tells the model what happened and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The arguments were wrong; nothing was created.
+    #[error("{0}")]
+    InvalidArguments(String),
+    /// A Coder call failed.
+    #[error("{context}: {source}")]
+    Coder {
+        context: String,
+        #[source]
+        source: CoderError,
+    },
+    /// The build job failed; the text is Coder's job error.
+    #[error(
+        "workspace build failed: {error}. Workspace {workspace_name:?} was left in state {status:?}; calling create_workspace again creates a new workspace."
+    )]
+    BuildFailed {
+        workspace_name: String,
+        status: String,
+        error: String,
+    },
+    #[error(
+        "workspace build was canceled (workspace {workspace_name:?}); calling create_workspace again creates a new workspace."
+    )]
+    BuildCanceled { workspace_name: String },
+    #[error(
+        "timed out after {waited} waiting for the workspace build: workspace {workspace_name:?} is still {status:?} (job {job_status}). It may still finish; check it in the Coder dashboard: {url}"
+    )]
+    BuildTimeout {
+        workspace_name: String,
+        status: String,
+        job_status: String,
+        waited: String,
+        url: String,
+    },
+    #[error(
+        "workspace {workspace_name:?} was deleted while waiting for it; calling create_workspace again creates a new workspace."
+    )]
+    Deleted { workspace_name: String },
+    #[error("the call was cancelled")]
+    Cancelled,
+}
+
+impl CreateError {
+    pub fn coder(context: impl Into<String>, source: CoderError) -> Self {
+        Self::Coder {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! What a session remembers between `create_workspace` calls, and the lock that
+//! serializes its creations.
+//!
+//! A session is keyed by (Coder user, session key) so that a guessed or replayed
+//! session id can never reach another user's workspace.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Whose session this is: the Coder user and a key naming the conversation
+/// (`stdio` for a stdio process, the MCP session id over HTTP, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub user: Uuid,
+    pub session: String,
+}
+
+impl SessionKey {
+    pub fn new(user: Uuid, session: impl Into<String>) -> Self {
+        Self {
+            user,
+            session: session.into(),
+        }
+    }
+}
+
+/// The workspace a session created (or adopted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RememberedWorkspace {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// Where a wait is measured from, so a call that resumes after `--max-call-wait`
+/// does not restart the build, agent or startup-script timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitKind {
+    Build,
+    Agent,
+    StartupScripts,
+}
+
+/// State guarded by the session lock.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    workspace: Option<RememberedWorkspace>,
+    clocks: HashMap<(Uuid, WaitKind), Instant>,
+}
+
+impl SessionState {
+    pub fn workspace(&self) -> Option<&RememberedWorkspace> {
+        self.workspace.as_ref()
+    }
+
+    /// When waiting of `kind` for `build` began (now, the first time it is asked).
+    pub fn wait_started(&mut self, build: Uuid, kind: WaitKind) -> Instant {
+        // Only the current build's clocks matter; drop the others.
+        self.clocks.retain(|(b, _), _| *b == build);
+        *self
+            .clocks
+            .entry((build, kind))
+            .or_insert_with(Instant::now)
+    }
+}
+
+/// One session: a lock held for the whole of a `create_workspace` call, plus a copy of
+/// the remembered workspace that can be read without waiting for the lock.
+#[derive(Debug, Default)]
+pub struct SessionSlot {
+    state: tokio::sync::Mutex<SessionState>,
+    peek: Mutex<Option<RememberedWorkspace>>,
+}
+
+impl SessionSlot {
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().await
+    }
+
+    /// The remembered workspace, without taking the lock.
+    pub fn peek(&self) -> Option<RememberedWorkspace> {
+        self.peek.lock().expect("session peek lock").clone()
+    }
+
+    /// Remembers `workspace` as this session's (call with the lock held).
+    pub fn remember(&self, state: &mut SessionState, workspace: RememberedWorkspace) {
+        *self.peek.lock().expect("session peek lock") = Some(workspace.clone());
+        state.workspace = Some(workspace);
+    }
+}
+
+/// Where sessions live. In memory today; a persistent store (surviving restarts,
+/// shared by replicas) would implement the same two methods.
+pub trait SessionStore: Send + Sync {
+    fn slot(&self, key: &SessionKey) -> Arc<SessionSlot>;
+    fn forget(&self, key: &SessionKey);
+}
+
+/// The in-process session store.
+#[derive(Debug, Default)]
+pub struct MemorySessionStore {
+    slots: Mutex<HashMap<SessionKey, Arc<SessionSlot>>>,
+}
+
+impl MemorySessionStore {
+    pub fn len(&self) -> usize {
+        self.slots.lock().expect("session store lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SessionStore for MemorySessionStore {
+    fn slot(&self, key: &SessionKey) -> Arc<SessionSlot> {
+        self.slots
+            .lock()
+            .expect("session store lock")
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn forget(&self, key: &SessionKey) {
+        self.slots.lock().expect("session store lock").remove(key);
+    }
+}

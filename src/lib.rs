@@ -1,0 +1,12 @@
+//! coder-workspace-mcp: an MCP server that creates Coder workspaces for AI agents.
+//!
+//! Layers, top to bottom: [`cli`]/[`config`] → [`tools`] (MCP handlers) → [`engine`]
+//! (idempotency, waits, progress; no MCP types) → [`coder`] (typed REST client and
+//! watch streams). [`sim`] is a simulated Coder for tests and the demo.
+pub mod cli;
+pub mod coder;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod sim;
+pub mod tools;

@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    coder_workspace_mcp::cli::main().await
+}

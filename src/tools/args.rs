@@ -1,0 +1,114 @@
+//! Tool arguments (their JSON Schemas are what clients see in `tools/list`).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+use uuid::Uuid;
+
+/// Arguments of `list_templates`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListTemplatesArgs {
+    /// Optional case-insensitive text matched against template names, display names and descriptions.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Page number, starting at 1 (10 templates per page, most used first).
+    #[serde(default)]
+    pub page: Option<u32>,
+}
+
+/// Arguments of `read_template`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadTemplateArgs {
+    /// The template's id (a UUID from list_templates).
+    pub template_id: String,
+}
+
+/// Arguments of `create_workspace`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspaceArgs {
+    /// The template's id (a UUID from list_templates).
+    pub template_id: String,
+    /// Optional workspace name. Omit it to get one generated from the template name; an
+    /// invalid name is turned into a valid one (lower-case letters, digits and hyphens, at most 32 characters).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Optional values for the template's parameters, by parameter name (see read_template).
+    /// Values are strings; for list(string) parameters pass a JSON array as a string.
+    #[serde(default, deserialize_with = "string_values")]
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub parameters: Option<BTreeMap<String, String>>,
+}
+
+/// Parses a template id the way a model is likely to send it.
+pub fn parse_template_id(raw: &str) -> Result<Uuid, String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err("template_id is required; use list_templates to find one".into());
+    }
+    Uuid::parse_str(trimmed).map_err(|e| {
+        format!(
+            "invalid template_id {trimmed:?}: {e}; it must be a template UUID from list_templates"
+        )
+    })
+}
+
+/// Accepts numbers and booleans as parameter values too (models often send `"cpu": 4`):
+/// Coder wants strings, so they are turned into their JSON text.
+fn string_values<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    let raw: Option<BTreeMap<String, serde_json::Value>> = Option::deserialize(deserializer)?;
+    raw.map(|map| {
+        map.into_iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Null => {
+                        return Err(serde::de::Error::custom(format!(
+                            "parameter {name:?} has no value; pass a string or leave the parameter out"
+                        )));
+                    }
+                    other => other.to_string(),
+                };
+                Ok((name, text))
+            })
+            .collect()
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_id_errors_are_actionable() {
+        assert_eq!(
+            parse_template_id("  ").unwrap_err(),
+            "template_id is required; use list_templates to find one"
+        );
+        assert!(
+            parse_template_id("docker")
+                .unwrap_err()
+                .starts_with("invalid template_id \"docker\"")
+        );
+        assert!(parse_template_id(" 6f2f2b5e-9c3a-4c7e-8a53-0d8f6c1c2d3e ").is_ok());
+    }
+
+    #[test]
+    fn scalar_parameter_values_become_strings() {
+        let args: CreateWorkspaceArgs = serde_json::from_value(serde_json::json!({
+            "template_id": "x", "parameters": {"cpu": 4, "gpu": false, "region": "eu", "tags": ["a"]}
+        }))
+        .unwrap();
+        let params = args.parameters.unwrap();
+        assert_eq!(params["cpu"], "4");
+        assert_eq!(params["gpu"], "false");
+        assert_eq!(params["region"], "eu");
+        assert_eq!(params["tags"], "[\"a\"]");
+    }
+}

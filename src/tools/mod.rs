@@ -1,0 +1,241 @@
+//! The MCP tools: thin handlers from arguments to the Coder client and the engine.
+
+pub mod args;
+pub mod results;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{
+    Implementation, ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+
+use crate::coder::CoderClient;
+use crate::coder::types::User;
+use crate::engine::{CreateRequest, CreateWorkspaceResult, Engine, ProgressSink, SessionKey};
+use args::{CreateWorkspaceArgs, ListTemplatesArgs, ReadTemplateArgs, parse_template_id};
+use results::{ListTemplatesResult, ParameterInfo, ReadTemplateResult, TemplateSummary};
+
+/// Templates per `list_templates` page.
+pub const PAGE_SIZE: usize = 10;
+
+/// What the server tells a model in `initialize`.
+pub const INSTRUCTIONS: &str = "This server creates Coder workspaces: real development environments for you to work in. \
+Use the tools in order: 1) list_templates to find a template (pass `query` to search); \
+2) read_template with its id to see the parameters the template takes; \
+3) create_workspace with the template id, an optional name and parameter values. \
+create_workspace waits for the build and the workspace agent and reports progress. \
+It is idempotent within a session: calling it again returns the session's workspace instead of creating another, \
+so when it answers status \"building\" (or \"starting_agent\", \"running_startup_scripts\"), call it again with the same arguments to keep waiting.";
+
+/// The Coder user a session acts as.
+#[derive(Debug)]
+pub struct Identity {
+    pub client: CoderClient,
+    pub user: User,
+}
+
+/// The server the MCP runtime talks to: one per MCP session.
+#[derive(Clone)]
+pub struct WorkspaceServer {
+    engine: Arc<Engine>,
+    identity: Arc<Identity>,
+    session: SessionKey,
+    tool_router: ToolRouter<Self>,
+}
+
+#[tool_router]
+impl WorkspaceServer {
+    pub fn new(engine: Arc<Engine>, identity: Arc<Identity>, session: SessionKey) -> Self {
+        Self {
+            engine,
+            identity,
+            session,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// List the Coder templates you can create workspaces from, most used first, 10 per page.
+    /// Pass `query` to search names and descriptions. Next: call read_template with a
+    /// template's `id` to see its parameters, then create_workspace.
+    #[tool(
+        title = "List Coder templates",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn list_templates(
+        &self,
+        Parameters(args): Parameters<ListTemplatesArgs>,
+    ) -> Result<Json<ListTemplatesResult>, String> {
+        let client = &self.identity.client;
+        let mut templates = client
+            .templates()
+            .await
+            .map_err(|e| format!("could not list templates: {e}"))?;
+        templates.retain(|t| !t.deprecated);
+        if let Some(query) = args
+            .query
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+        {
+            let needle = query.to_lowercase();
+            templates.retain(|t| {
+                [&t.name, &t.display_name, &t.description]
+                    .iter()
+                    .any(|field| field.to_lowercase().contains(&needle))
+            });
+        }
+        templates.sort_by(|a, b| {
+            b.active_user_count
+                .cmp(&a.active_user_count)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let total_count = templates.len();
+        let total_pages = total_count.div_ceil(PAGE_SIZE).max(1) as u32;
+        let page = args.page.unwrap_or(1).max(1);
+        if page > total_pages {
+            return Err(format!(
+                "page {page} does not exist: there are {total_pages} page(s) of templates"
+            ));
+        }
+        let page_items: Vec<TemplateSummary> = templates
+            .iter()
+            .skip((page as usize - 1) * PAGE_SIZE)
+            .take(PAGE_SIZE)
+            .map(TemplateSummary::from)
+            .collect();
+        Ok(Json(ListTemplatesResult {
+            count: page_items.len(),
+            templates: page_items,
+            page,
+            total_pages,
+            total_count,
+        }))
+    }
+
+    /// Read one template and the parameters of its active version: type, default,
+    /// options, validation, required. Next: call create_workspace with this template's
+    /// id and values for the parameters you need (required ones without a default must be given).
+    #[tool(
+        title = "Read a Coder template",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    pub async fn read_template(
+        &self,
+        Parameters(args): Parameters<ReadTemplateArgs>,
+    ) -> Result<Json<ReadTemplateResult>, String> {
+        let id = parse_template_id(&args.template_id)?;
+        let client = &self.identity.client;
+        let template = client.template(id).await.map_err(|e| {
+            if matches!(e.status(), Some(400 | 403 | 404)) {
+                format!("template {id} not found ({e}); use list_templates to find a template id")
+            } else {
+                format!("could not read template {id}: {e}")
+            }
+        })?;
+        let parameters = client
+            .rich_parameters(template.active_version_id)
+            .await
+            .map_err(|e| format!("could not read the parameters of template {id}: {e}"))?;
+        Ok(Json(ReadTemplateResult {
+            template: (&template).into(),
+            parameters: parameters.iter().map(ParameterInfo::from).collect(),
+        }))
+    }
+
+    /// Create a Coder workspace from a template and wait until it is ready (build, agent,
+    /// startup scripts), reporting progress. Idempotent per session: if this session already
+    /// has a workspace that is building or running, it is returned (`status: "already_exists"`)
+    /// instead of creating another; a stopped one is started. If it answers `status: "building"`,
+    /// `"starting_agent"` or `"running_startup_scripts"`, call it again with the same arguments to keep waiting.
+    #[tool(
+        title = "Create a Coder workspace",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
+    pub async fn create_workspace(
+        &self,
+        Parameters(args): Parameters<CreateWorkspaceArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<CreateWorkspaceResult>, String> {
+        let request = CreateRequest {
+            template_id: parse_template_id(&args.template_id)?,
+            name: args.name,
+            parameters: args.parameters.unwrap_or_default(),
+        };
+        let sink = McpProgress {
+            peer: context.peer.clone(),
+            token: context.meta.get_progress_token(),
+        };
+        let outcome = self
+            .engine
+            .create_workspace(
+                &self.identity.client,
+                &self.session,
+                request,
+                &sink,
+                &context.ct,
+            )
+            .await;
+        match outcome {
+            Ok(result) => Ok(Json(result)),
+            Err(err) => {
+                tracing::info!(error = %err, "create_workspace failed");
+                Err(err.to_string())
+            }
+        }
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for WorkspaceServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                    .with_title("Coder workspaces")
+                    .with_description(env!("CARGO_PKG_DESCRIPTION")),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+}
+
+/// Progress to the MCP client, when it asked for it with a `progressToken`.
+struct McpProgress {
+    peer: Peer<RoleServer>,
+    token: Option<ProgressToken>,
+}
+
+impl ProgressSink for McpProgress {
+    fn send(&self, progress: f64, total: f64, message: String) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(token) = self.token.clone() else {
+                return;
+            };
+            let param = ProgressNotificationParam::new(token, progress)
+                .with_total(total)
+                .with_message(message);
+            if let Err(err) = self.peer.notify_progress(param).await {
+                tracing::debug!(error = %err, "could not send progress");
+            }
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! The command line: configuration errors, the coder CLI's stored login, secrets.
+
+mod common;
+
+use std::process::Command;
+
+use common::{BIN, Env, TOKEN, structured};
+use serde_json::json;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("CODER_URL")
+        .env_remove("CODER_SESSION_TOKEN")
+        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().expect("run the binary");
+    assert!(
+        output.stdout.is_empty(),
+        "nothing may be printed to stdout (the protocol channel)"
+    );
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn missing_url_is_a_clear_error() {
+    let (code, stderr) = run(&["stdio"], &[("CODER_SESSION_TOKEN", TOKEN)]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("no Coder URL: pass --coder-url or set CODER_URL"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_token_is_a_clear_error() {
+    let (code, stderr) = run(&[], &[("CODER_URL", "http://127.0.0.1:9")]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("no Coder session token: set CODER_SESSION_TOKEN"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unreachable_coder_is_a_clear_error() {
+    let (code, stderr) = run(
+        &["stdio", "--coder-url", "http://127.0.0.1:9"],
+        &[("CODER_SESSION_TOKEN", TOKEN)],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("cannot use Coder at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN));
+}
+
+#[test]
+fn bad_durations_are_rejected() {
+    let (code, stderr) = run(&["--build-timeout", "soon"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--build-timeout") && stderr.contains("use e.g. 90s"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_a_clear_error_that_does_not_echo_it() {
+    let env = Env::new().await;
+    let url = env.sim.url();
+    let (code, stderr) = tokio::task::spawn_blocking(move || {
+        run(
+            &["stdio", "--log-level", "trace"],
+            &[
+                ("CODER_URL", &url),
+                ("CODER_SESSION_TOKEN", "wrong-token-abcdef"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(stderr.contains("rejected the session token"), "{stderr}");
+    assert!(!stderr.contains("wrong-token-abcdef"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_coder_cli_login_is_used_when_nothing_else_is_given() {
+    let env = Env::new().await;
+    let dir = std::env::temp_dir().join(format!("cwm-login-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("url"), format!("{}\n", env.sim.url())).unwrap();
+    std::fs::write(dir.join("session"), format!("{TOKEN}\n")).unwrap();
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .env_remove("CODER_URL")
+        .env_remove("CODER_SESSION_TOKEN")
+        .env("CODER_CONFIG_DIR", &dir);
+    let transport = rmcp::transport::TokioChildProcess::new(command).unwrap();
+    let client = rmcp::ServiceExt::serve(common::Recorder::default(), transport)
+        .await
+        .unwrap();
+    let params = rmcp::model::CallToolRequestParams::new("list_templates")
+        .with_arguments(Default::default());
+    let result = client.call_tool(params).await.unwrap();
+    assert_eq!(structured(&result)["total_count"], 1);
+    let _ = client.cancel().await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn the_token_never_appears_in_the_logs() {
+    let env = Env::new().await;
+    let server = env.server(&["--log-level", "trace"]).await;
+    structured(&server.call("list_templates", json!({})).await);
+    structured(&server.call("create_workspace", env.create_args()).await);
+    let stderr = server.finish().await;
+    assert!(
+        stderr.contains("connected to Coder"),
+        "logs were captured: {stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "the token leaked into the logs");
+}
+
+#[test]
+fn help_explains_every_flag_without_showing_the_token() {
+    let (code, stderr) = {
+        let output = Command::new(BIN)
+            .arg("--help")
+            .env("CODER_SESSION_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    assert_eq!(code, 0);
+    for flag in [
+        "--coder-url",
+        "--token",
+        "--build-timeout",
+        "--agent-timeout",
+        "--startup-timeout",
+        "--max-call-wait",
+        "--log-level",
+        "demo",
+        "stdio",
+    ] {
+        assert!(stderr.contains(flag), "--help does not mention {flag}");
+    }
+    assert!(!stderr.contains(TOKEN));
+}
+
+#[test]
+fn the_demo_runs_the_whole_flow() {
+    let output = Command::new(BIN)
+        .arg("demo")
+        .env_remove("CODER_URL")
+        .env_remove("CODER_SESSION_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for expected in [
+        "list_templates",
+        "read_template",
+        "create_workspace",
+        "\"created\": true",
+        "already_exists",
+        "is ready",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "demo output lacks {expected:?}: {stderr}"
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! Test harness: a simulated Coder on a loopback socket, and the real server binary
+//! spawned in stdio mode, driven by rmcp's MCP client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use coder_workspace_mcp::coder::types::{
+    Template, TemplateVersionParameter, TemplateVersionParameterOption, Workspace,
+};
+use coder_workspace_mcp::sim::{SimCoder, TemplateSpec};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest,
+    ProgressNotificationParam, ProgressToken, ServerResult,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RequestHandle, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+
+pub const TOKEN: &str = "alice-secret-token-4f1d2c";
+pub const BOB_TOKEN: &str = "bob-secret-token-99ab12";
+pub const BIN: &str = env!("CARGO_BIN_EXE_coder-workspace-mcp");
+
+/// A simulated deployment with user "alice" and a "docker" template with parameters.
+pub struct Env {
+    pub sim: SimCoder,
+    pub docker: Template,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let sim = SimCoder::start().await.expect("start the simulated Coder");
+        sim.add_user("alice", TOKEN);
+        sim.add_user("bob", BOB_TOKEN);
+        let docker = sim.add_template(TemplateSpec {
+            name: "docker".into(),
+            display_name: "Docker Containers".into(),
+            description: "Develop in a Docker container on the Coder host.".into(),
+            parameters: vec![
+                TemplateVersionParameter {
+                    name: "region".into(),
+                    display_name: "Region".into(),
+                    kind: "string".into(),
+                    form_type: "dropdown".into(),
+                    default_value: "us".into(),
+                    options: vec![option("us", "US East"), option("eu", "Europe")],
+                    ..Default::default()
+                },
+                TemplateVersionParameter {
+                    name: "cpu".into(),
+                    kind: "number".into(),
+                    default_value: "2".into(),
+                    validation_min: Some(1),
+                    validation_max: Some(8),
+                    mutable: true,
+                    ..Default::default()
+                },
+            ],
+            deprecated: false,
+            active_user_count: 5,
+        });
+        Env { sim, docker }
+    }
+
+    /// Spawns the server in stdio mode against the simulator, as alice.
+    pub async fn server(&self, extra_args: &[&str]) -> Server {
+        Server::spawn(&self.sim.url(), TOKEN, extra_args).await
+    }
+
+    /// The arguments of a create_workspace call on the docker template.
+    pub fn create_args(&self) -> Value {
+        serde_json::json!({ "template_id": self.docker.id.to_string() })
+    }
+
+    pub fn workspaces(&self) -> Vec<Workspace> {
+        self.sim.workspaces()
+    }
+}
+
+fn option(value: &str, name: &str) -> TemplateVersionParameterOption {
+    TemplateVersionParameterOption {
+        name: name.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+/// Records every progress notification, by token.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    progress: Arc<Mutex<HashMap<ProgressToken, Vec<ProgressNotificationParam>>>>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.progress
+            .lock()
+            .unwrap()
+            .entry(params.progress_token.clone())
+            .or_default()
+            .push(params);
+        self.notify.notify_waiters();
+    }
+}
+
+/// The server binary with an MCP client session on its stdio.
+pub struct Server {
+    pub client: RunningService<RoleClient, Recorder>,
+    recorder: Recorder,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Server {
+    pub async fn spawn(url: &str, token: &str, extra_args: &[&str]) -> Server {
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .arg("stdio")
+            .args(extra_args)
+            .env("CODER_URL", url)
+            .env("CODER_SESSION_TOKEN", token)
+            .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
+            .env("RUST_LOG", "debug");
+        let (transport, stderr) = TokioChildProcess::builder(command)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the server");
+        let mut stderr = stderr.expect("piped stderr");
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        let recorder = Recorder::default();
+        let client = recorder
+            .clone()
+            .serve(transport)
+            .await
+            .expect("MCP initialize");
+        Server {
+            client,
+            recorder,
+            stderr,
+        }
+    }
+
+    /// Calls a tool and waits for its result.
+    pub async fn call(&self, tool: &'static str, arguments: Value) -> CallToolResult {
+        self.start_call(tool, arguments)
+            .await
+            .await_response()
+            .await
+            .map(expect_call_result)
+            .expect("tools/call")
+    }
+
+    /// Calls a tool and returns its result with the progress notifications it produced.
+    pub async fn call_with_progress(
+        &self,
+        tool: &'static str,
+        arguments: Value,
+    ) -> (CallToolResult, Vec<ProgressNotificationParam>) {
+        let handle = self.start_call(tool, arguments).await;
+        let token = handle.progress_token.clone();
+        let result = expect_call_result(handle.await_response().await.expect("tools/call"));
+        (result, self.progress(&token))
+    }
+
+    /// Sends a tool call without waiting for it.
+    pub async fn start_call(
+        &self,
+        tool: &'static str,
+        arguments: Value,
+    ) -> RequestHandle<RoleClient> {
+        let params = CallToolRequestParams::new(tool)
+            .with_arguments(arguments.as_object().cloned().unwrap_or_default());
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        self.client
+            .peer()
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await
+            .expect("send tools/call")
+    }
+
+    pub fn progress(&self, token: &ProgressToken) -> Vec<ProgressNotificationParam> {
+        self.recorder
+            .progress
+            .lock()
+            .unwrap()
+            .get(token)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Resolves once `token` has received at least `count` progress notifications.
+    pub async fn wait_for_progress(&self, token: &ProgressToken, count: usize) {
+        loop {
+            let notified = self.recorder.notify.notified();
+            if self.progress(token).len() >= count {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Closes stdin, waits for the process to exit, and returns everything it wrote to stderr.
+    pub async fn finish(self) -> String {
+        let _ = self.client.cancel().await;
+        self.stderr.await.expect("stderr reader")
+    }
+}
+
+fn expect_call_result(result: ServerResult) -> CallToolResult {
+    match result {
+        ServerResult::CallToolResult(result) => result,
+        other => panic!("expected a CallToolResult, got {other:?}"),
+    }
+}
+
+/// The structured result of a successful call (and checks the text copy matches).
+pub fn structured(result: &CallToolResult) -> Value {
+    assert_ne!(result.is_error, Some(true), "tool failed: {}", text(result));
+    let value = result
+        .structured_content
+        .clone()
+        .expect("structuredContent");
+    let copy: Value = serde_json::from_str(&text(result)).expect("text content is JSON");
+    assert_eq!(copy, value, "the text content mirrors structuredContent");
+    value
+}
+
+/// The text of a failed call.
+pub fn error_text(result: &CallToolResult) -> String {
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "expected a tool error, got {}",
+        text(result)
+    );
+    text(result)
+}
+
+pub fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,509 @@
+//! create_workspace end to end: the server binary over stdio, a real MCP client,
+//! the simulated Coder on a loopback socket.
+
+mod common;
+
+use std::time::Duration;
+
+use coder_workspace_mcp::coder::types::{WorkspaceAgentLifecycle, WorkspaceStatus};
+use coder_workspace_mcp::sim::{AgentPlan, BuildPlan};
+use common::{Env, error_text, structured};
+use serde_json::json;
+
+fn creates(env: &Env) -> usize {
+    env.sim
+        .view()
+        .requests_matching("POST", "/api/v2/users/me/workspaces")
+}
+
+#[tokio::test]
+async fn happy_path_streams_progress_in_order() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env.server(&[]).await;
+
+    let mut args = env.create_args();
+    args["parameters"] = json!({ "region": "eu", "cpu": 4 });
+    let handle = server.start_call("create_workspace", args).await;
+    let token = handle.progress_token.clone();
+    // Deterministic: the build is held running until we have seen the building phase.
+    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    loop {
+        if server
+            .progress(&token)
+            .iter()
+            .any(|p| p.message.as_deref().unwrap_or("").starts_with("building"))
+        {
+            break;
+        }
+        server
+            .wait_for_progress(&token, server.progress(&token).len() + 1)
+            .await;
+    }
+    env.sim.release_builds();
+    let result = handle.await_response().await.expect("tools/call");
+    let rmcp::model::ServerResult::CallToolResult(result) = result else {
+        panic!("not a tool result")
+    };
+    let out = structured(&result);
+
+    assert_eq!(out["created"], true);
+    let name = out["workspace_name"].as_str().unwrap();
+    assert!(
+        name.starts_with("docker-") && name.len() == "docker-".len() + 4,
+        "{name}"
+    );
+    assert_eq!(out["build_status"], "running");
+    assert_eq!(out["owner"], "alice");
+    assert_eq!(out["agent_name"], "main");
+    assert_eq!(out["template_id"], env.docker.id.to_string());
+    assert_eq!(out["url"], format!("{}/@alice/{name}", env.sim.url()));
+    assert!(out.get("status").is_none(), "{out}");
+    assert!(out.get("agent_status").is_none(), "{out}");
+
+    // The parameters went to Coder as rich_parameter_values, numbers as strings.
+    let post = env
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/api/v2/users/me/workspaces")
+        .unwrap();
+    let body = post.body.unwrap();
+    assert_eq!(body["template_id"], env.docker.id.to_string());
+    assert_eq!(body["name"], name);
+    assert_eq!(
+        body["rich_parameter_values"],
+        json!([{"name": "region", "value": "eu"}, {"name": "cpu", "value": "4"}])
+    );
+
+    // Progress: strictly increasing, short messages, phases in order, ending at 100.
+    let progress = server.progress(&token);
+    assert!(
+        progress.windows(2).all(|w| w[1].progress > w[0].progress),
+        "{progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .all(|p| p.message.as_deref().unwrap_or("").chars().count() < 200)
+    );
+    assert!(progress.iter().all(|p| p.total == Some(100.0)));
+    let first = |needle: &str| {
+        progress
+            .iter()
+            .position(|p| p.message.as_deref().unwrap_or("").contains(needle))
+            .unwrap_or_else(|| panic!("no progress message containing {needle:?}: {progress:#?}"))
+    };
+    let order = [
+        first("creating workspace"),
+        first("queued"),
+        first("building"),
+        first("is ready"),
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "phases out of order: {order:?} in {progress:#?}"
+    );
+    assert_eq!(progress.last().unwrap().progress, 100.0);
+
+    // The watch stream was healthy all along: not a single poll of the workspace.
+    let polls = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && r.path
+                    == format!(
+                        "/api/v2/workspaces/{}",
+                        out["workspace_id"].as_str().unwrap()
+                    )
+        })
+        .count();
+    assert_eq!(polls, 0, "polled while the watch stream was healthy");
+}
+
+#[tokio::test]
+async fn second_call_returns_the_running_workspace() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    let second = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(second["created"], false);
+    assert_eq!(second["status"], "already_exists");
+    assert_eq!(second["workspace_id"], first["workspace_id"]);
+    assert_eq!(second["workspace_name"], first["workspace_name"]);
+    assert!(
+        second["message"]
+            .as_str()
+            .unwrap()
+            .contains("already running"),
+        "{second}"
+    );
+    assert_eq!(env.workspaces().len(), 1);
+    assert_eq!(creates(&env), 1);
+}
+
+#[tokio::test]
+async fn max_call_wait_answers_building_and_the_next_call_finishes_the_same_workspace() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env.server(&["--max-call-wait", "1s"]).await;
+
+    // The build is held, so the call's own limit must come first.
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(first["created"], true);
+    assert_eq!(first["status"], "building");
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("call create_workspace again with the same arguments"),
+        "{first}"
+    );
+
+    // The second call finds the build still running and waits for it.
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let token = handle.progress_token.clone();
+    server.wait_for_progress(&token, 1).await;
+    env.sim.release_builds();
+    let rmcp::model::ServerResult::CallToolResult(result) = handle.await_response().await.unwrap()
+    else {
+        panic!()
+    };
+    let second = structured(&result);
+    assert_eq!(second["created"], false);
+    assert_eq!(second["status"], "already_exists");
+    assert_eq!(second["workspace_id"], first["workspace_id"]);
+    assert_eq!(second["build_status"], "running");
+    assert!(
+        second["message"]
+            .as_str()
+            .unwrap()
+            .contains("already being built"),
+        "{second}"
+    );
+    assert_eq!(env.workspaces().len(), 1);
+    assert_eq!(creates(&env), 1);
+}
+
+#[tokio::test]
+async fn concurrent_calls_in_one_session_create_one_workspace() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let a = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let b = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let c = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    env.sim.release_builds();
+    let mut results = Vec::new();
+    for handle in [a, b, c] {
+        let rmcp::model::ServerResult::CallToolResult(result) =
+            handle.await_response().await.unwrap()
+        else {
+            panic!()
+        };
+        results.push(structured(&result));
+    }
+    assert_eq!(
+        results.iter().filter(|r| r["created"] == true).count(),
+        1,
+        "{results:#?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| r["workspace_id"] == results[0]["workspace_id"])
+    );
+    assert!(
+        results
+            .iter()
+            .filter(|r| r["created"] == false)
+            .all(|r| r["status"] == "already_exists")
+    );
+    assert_eq!(env.workspaces().len(), 1);
+    assert_eq!(creates(&env), 1);
+}
+
+#[tokio::test]
+async fn a_stopped_workspace_is_started_not_duplicated() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
+    env.sim.stop_workspace(id);
+    env.sim
+        .wait_until(|v| {
+            v.workspace(id)
+                .is_some_and(|w| w.latest_build.status == WorkspaceStatus::Stopped)
+        })
+        .await;
+
+    let second = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(second["created"], false);
+    assert_eq!(second["status"], "already_exists");
+    assert_eq!(second["workspace_id"], first["workspace_id"]);
+    assert_eq!(second["build_status"], "running");
+    assert_eq!(second["build_number"], 3, "start, stop, start");
+    assert!(
+        second["message"].as_str().unwrap().contains("stopped"),
+        "{second}"
+    );
+    assert_eq!(env.workspaces().len(), 1);
+    let starts: Vec<_> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/builds"))
+        .collect();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].body.as_ref().unwrap()["transition"], "start");
+}
+
+#[tokio::test]
+async fn a_failed_build_is_a_tool_error_with_coders_text_and_the_next_call_creates_anew() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(
+        env.docker.id,
+        BuildPlan::failing("docker: port 22 is already allocated"),
+    );
+    let server = env.server(&[]).await;
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(
+        error.contains("workspace build failed: docker: port 22 is already allocated"),
+        "{error}"
+    );
+
+    env.sim.set_build_plan(env.docker.id, BuildPlan::default());
+    let second = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(second["created"], true);
+    assert_eq!(env.workspaces().len(), 2);
+    assert_ne!(env.workspaces()[0].id, env.workspaces()[1].id);
+}
+
+#[tokio::test]
+async fn a_canceled_build_is_a_tool_error() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::canceled());
+    let server = env.server(&[]).await;
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(error.contains("workspace build was canceled"), "{error}");
+}
+
+#[tokio::test]
+async fn a_deleted_workspace_is_recreated() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
+    env.sim.delete_workspace(id);
+    env.sim
+        .wait_until(|v| {
+            v.workspace(id)
+                .is_some_and(|w| w.latest_build.status == WorkspaceStatus::Deleted)
+        })
+        .await;
+    let second = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(second["created"], true);
+    assert_ne!(second["workspace_id"], first["workspace_id"]);
+}
+
+#[tokio::test]
+async fn a_workspace_whose_agent_is_gone_is_recreated() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
+    env.sim.disconnect_agent(id);
+    let second = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(second["created"], true);
+    assert_ne!(second["workspace_id"], first["workspace_id"]);
+    assert_eq!(env.workspaces().len(), 2);
+}
+
+#[tokio::test]
+async fn build_timeout_is_a_tool_error_naming_the_state_and_the_server_keeps_serving() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env
+        .server(&["--build-timeout", "1s", "--max-call-wait", "0"])
+        .await;
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(
+        error.contains("timed out after 1s waiting for the workspace build"),
+        "{error}"
+    );
+    assert!(
+        error.contains("still \"starting\" (job running)"),
+        "{error}"
+    );
+    structured(&server.call("list_templates", json!({})).await);
+}
+
+#[tokio::test]
+async fn an_agent_that_never_connects_is_not_an_error() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(
+        env.docker.id,
+        BuildPlan::with_agent(AgentPlan::never_connects()),
+    );
+    let server = env.server(&["--agent-timeout", "1s"]).await;
+    let out = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(out["created"], true);
+    assert_eq!(out["agent_status"], "not_ready");
+    assert!(
+        out["agent_error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s waiting for the workspace agent"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn failed_startup_scripts_are_reported_with_the_log_tail() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(
+        env.docker.id,
+        BuildPlan::with_agent(AgentPlan::start_error()),
+    );
+    let server = env.server(&[]).await;
+    let out = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(out["created"], true);
+    assert_eq!(out["startup_scripts"], "startup_scripts_failed");
+    assert_eq!(out["lifecycle_state"], "start_error");
+    let tail = out["startup_log_tail"].as_array().unwrap();
+    assert!(
+        tail.iter()
+            .any(|l| l.as_str().unwrap().contains("Could not resolve host")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn startup_scripts_that_run_too_long_are_reported() {
+    let env = Env::new().await;
+    let agent = AgentPlan {
+        scripts_for: Duration::from_secs(3600),
+        lifecycle_end: WorkspaceAgentLifecycle::Ready,
+        ..AgentPlan::default()
+    };
+    env.sim
+        .set_build_plan(env.docker.id, BuildPlan::with_agent(agent));
+    let server = env.server(&["--startup-timeout", "1s"]).await;
+    let out = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(out["startup_scripts"], "startup_scripts_timeout");
+    assert_eq!(out["lifecycle_state"], "starting");
+}
+
+#[tokio::test]
+async fn bad_template_ids_are_actionable_errors() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let empty = error_text(
+        &server
+            .call("create_workspace", json!({"template_id": "  "}))
+            .await,
+    );
+    assert_eq!(
+        empty,
+        "template_id is required; use list_templates to find one"
+    );
+    let bad = error_text(
+        &server
+            .call("create_workspace", json!({"template_id": "docker"}))
+            .await,
+    );
+    assert!(bad.starts_with("invalid template_id \"docker\""), "{bad}");
+    let unknown = error_text(
+        &server
+            .call(
+                "create_workspace",
+                json!({"template_id": "00000000-0000-4000-8000-000000000001"}),
+            )
+            .await,
+    );
+    assert!(
+        unknown.contains("template 00000000-0000-4000-8000-000000000001 not found")
+            && unknown.contains("list_templates"),
+        "{unknown}"
+    );
+    let missing = error_text(&server.call("create_workspace", json!({})).await);
+    assert!(missing.contains("template_id"), "{missing}");
+    assert_eq!(env.workspaces().len(), 0);
+}
+
+#[tokio::test]
+async fn names_are_kept_when_valid_and_repaired_when_not() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let mut args = env.create_args();
+    args["name"] = json!("  My Dev Box! ");
+    let out = structured(&server.call("create_workspace", args).await);
+    let name = out["workspace_name"].as_str().unwrap();
+    assert!(
+        name.starts_with("my-dev-box-") && name.len() <= 32,
+        "{name}"
+    );
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a valid Coder workspace name"),
+        "{out}"
+    );
+
+    let other = env.server(&[]).await; // another session
+    let mut args = env.create_args();
+    args["name"] = json!("dev-1");
+    let out = structured(&other.call("create_workspace", args).await);
+    assert_eq!(out["workspace_name"], "dev-1");
+}
+
+#[tokio::test]
+async fn parameters_are_checked_before_anything_is_created() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let mut args = env.create_args();
+    args["parameters"] = json!({ "region": "mars", "cpu": "16", "colour": "red" });
+    let error = error_text(&server.call("create_workspace", args).await);
+    assert!(error.contains("\"mars\" is not a valid value for \"region\"; choose one of \"us\" (US East), \"eu\" (Europe)"), "{error}");
+    assert!(
+        error.contains("\"cpu\" must be between 1 and 8, got 16"),
+        "{error}"
+    );
+    assert!(
+        error.contains("unknown parameter \"colour\"; this template's parameters are: region, cpu"),
+        "{error}"
+    );
+    assert_eq!(creates(&env), 0);
+}
+
+#[tokio::test]
+async fn coders_own_rejection_reaches_the_model() {
+    let env = Env::new().await;
+    let mut args = env.create_args();
+    args["name"] = json!("taken");
+    structured(
+        &env.server(&[])
+            .await
+            .call("create_workspace", args.clone())
+            .await,
+    );
+    // Another session asks for the same name: Coder answers 409.
+    let error = error_text(&env.server(&[]).await.call("create_workspace", args).await);
+    assert!(
+        error.contains("409") && error.contains("already exists"),
+        "{error}"
+    );
+    assert!(error.contains("Pass another name"), "{error}");
+}

@@ -1,0 +1,196 @@
+//! Coder misbehaving: transient errors, dropped watch streams, cancellation.
+
+mod common;
+
+use coder_workspace_mcp::sim::{BuildPlan, Fault};
+use common::{Env, error_text, structured};
+use rmcp::model::ServerResult;
+use serde_json::json;
+
+#[tokio::test]
+async fn transient_5xx_on_a_get_is_retried() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    env.sim.inject_fault(
+        Fault::new(http::Method::GET, "/api/v2/templates", 503)
+            .times(2)
+            .message("database is restarting"),
+    );
+    let out = structured(&server.call("list_templates", json!({})).await);
+    assert_eq!(out["total_count"], 1);
+    assert_eq!(
+        env.sim.view().requests_matching("GET", "/api/v2/templates"),
+        3
+    );
+}
+
+#[tokio::test]
+async fn persistent_5xx_is_a_tool_error_with_coders_message() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    // As many failures as the client makes attempts.
+    env.sim.inject_fault(
+        Fault::new(http::Method::GET, "/api/v2/templates", 503)
+            .times(4)
+            .message("database is restarting"),
+    );
+    let error = error_text(&server.call("list_templates", json!({})).await);
+    assert!(
+        error.contains("could not list templates: Coder answered HTTP 503: database is restarting"),
+        "{error}"
+    );
+    // And the server still serves once Coder is back.
+    structured(&server.call("list_templates", json!({})).await);
+}
+
+#[tokio::test]
+async fn a_failed_create_post_is_never_retried_blindly() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    env.sim.inject_fault(
+        Fault::new(http::Method::POST, "/api/v2/users/me/workspaces", 502)
+            .times(1)
+            .message("bad gateway"),
+    );
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(
+        error.contains("creating the workspace failed") && error.contains("502"),
+        "{error}"
+    );
+    assert_eq!(
+        env.sim
+            .view()
+            .requests_matching("POST", "/api/v2/users/me/workspaces"),
+        1
+    );
+    assert_eq!(env.workspaces().len(), 0);
+}
+
+#[tokio::test]
+async fn a_dropped_watch_stream_falls_back_to_polling() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim
+        .wait_until(|v| v.held_builds() == 1 && v.open_watch_streams() == 1)
+        .await;
+    let id = env.workspaces()[0].id;
+    let poll_path = format!("/api/v2/workspaces/{id}");
+    let polls_before = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == poll_path)
+        .count();
+
+    // The stream dies and cannot come back (a proxy that stopped passing it).
+    env.sim.set_watch_support(false, false);
+    env.sim.drop_watch_streams();
+    env.sim
+        .wait_until(|v| {
+            v.requests()
+                .iter()
+                .filter(|r| r.path == poll_path && r.method == "GET")
+                .count()
+                > polls_before
+        })
+        .await;
+    env.sim.release_builds();
+
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!()
+    };
+    let out = structured(&result);
+    assert_eq!(out["created"], true);
+    assert_eq!(out["build_status"], "running");
+    let refused = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/watch-ws") && r.status == 404)
+        .count();
+    assert!(refused >= 1, "the watch was retried before polling");
+}
+
+#[tokio::test]
+async fn a_dropped_watch_stream_is_resumed_without_polling() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim
+        .wait_until(|v| v.held_builds() == 1 && v.open_watch_streams() == 1)
+        .await;
+    let watches = |env: &Env| {
+        env.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/watch-ws"))
+            .count()
+    };
+    let before = watches(&env);
+    env.sim.drop_watch_streams();
+    env.sim
+        .wait_until(|v| {
+            v.open_watch_streams() == 1
+                && v.requests()
+                    .iter()
+                    .filter(|r| r.path.ends_with("/watch-ws"))
+                    .count()
+                    > before
+        })
+        .await;
+    env.sim.release_builds();
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(structured(&result)["build_status"], "running");
+    let id = env.workspaces()[0].id;
+    let polls = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == format!("/api/v2/workspaces/{id}"))
+        .count();
+    assert_eq!(polls, 0, "no polling while a stream could be had");
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_wait_and_the_server_keeps_serving() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let token = handle.progress_token.clone();
+    env.sim
+        .wait_until(|v| v.held_builds() == 1 && v.open_watch_streams() == 1)
+        .await;
+    handle
+        .cancel(Some("user pressed stop".into()))
+        .await
+        .unwrap();
+    // The wait stopped: its watch stream closes.
+    env.sim.wait_until(|v| v.open_watch_streams() == 0).await;
+    let progress_after_cancel = server.progress(&token).len();
+
+    // The server serves other calls...
+    structured(&server.call("list_templates", json!({})).await);
+    // ...and the next create sees the session's workspace as it is.
+    env.sim.release_builds();
+    let out = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(out["created"], false);
+    assert_eq!(out["status"], "already_exists");
+    assert_eq!(env.workspaces().len(), 1);
+    assert_eq!(
+        server.progress(&token).len(),
+        progress_after_cancel,
+        "no progress after the cancellation"
+    );
+}

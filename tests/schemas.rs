@@ -1,0 +1,51 @@
+//! The JSON Schemas of every tool's input and output, as clients see them in
+//! `tools/list`, are kept in `schemas/`. This test fails when they drift; run it with
+//! `UPDATE_SCHEMAS=1` to accept the change (and review the diff).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Env;
+use serde_json::Value;
+
+#[tokio::test]
+async fn tool_schemas_match_the_snapshots() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let tools = server.client.list_all_tools().await.expect("tools/list");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
+    let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["create_workspace", "list_templates", "read_template"]
+    );
+    let mut drifted = Vec::new();
+    for tool in &tools {
+        let output = tool
+            .output_schema
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no output schema", tool.name));
+        for (kind, schema) in [
+            ("input", Value::Object((*tool.input_schema).clone())),
+            ("output", Value::Object((**output).clone())),
+        ] {
+            let path = dir.join(format!("{}.{kind}.json", tool.name));
+            let actual = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &actual).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(actual.as_str()) {
+                drifted.push(path.display().to_string());
+            }
+        }
+        assert!(tool.annotations.is_some(), "{} has annotations", tool.name);
+        assert!(tool.title.is_some(), "{} has a title", tool.name);
+    }
+    assert!(
+        drifted.is_empty(),
+        "tool schemas drifted from schemas/ (run `UPDATE_SCHEMAS=1 cargo test --test schemas` and review): {drifted:?}"
+    );
+}
