@@ -194,3 +194,92 @@ async fn cancellation_stops_the_wait_and_the_server_keeps_serving() {
         "no progress after the cancellation"
     );
 }
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_adopted_not_repeated() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    // The POST goes through, but the gateway loses Coder's answer.
+    env.sim.inject_fault(
+        Fault::new(http::Method::POST, "/api/v2/users/me/workspaces", 502).after_processing(),
+    );
+    let mut args = env.create_args();
+    args["name"] = json!("lost-answer");
+    let out = structured(&server.call("create_workspace", args).await);
+    assert_eq!(out["created"], true);
+    assert_eq!(out["workspace_name"], "lost-answer");
+    assert_eq!(
+        env.sim
+            .view()
+            .requests_matching("POST", "/api/v2/users/me/workspaces"),
+        1,
+        "the create was not repeated"
+    );
+    assert_eq!(
+        env.sim
+            .view()
+            .requests_matching("GET", "/api/v2/users/me/workspace/lost-answer"),
+        1,
+        "it was looked up by name"
+    );
+    assert_eq!(env.workspaces().len(), 1);
+}
+
+#[tokio::test]
+async fn without_watch_ws_the_sse_watch_is_used() {
+    let env = Env::new().await;
+    env.sim.set_watch_support(false, true);
+    let server = env.server(&[]).await;
+    let out = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(out["build_status"], "running");
+    let id = out["workspace_id"].as_str().unwrap();
+    let requests = env.sim.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path == format!("/api/v2/workspaces/{id}/watch") && r.status == 200),
+        "the SSE watch was used"
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == format!("/api/v2/workspaces/{id}"))
+            .count(),
+        0,
+        "no polling while SSE works"
+    );
+}
+
+#[tokio::test]
+async fn progress_keeps_flowing_while_nothing_changes() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let token = handle.progress_token.clone();
+    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    // Nothing changes while the build is held; a heartbeat (which names the elapsed
+    // time) must still arrive.
+    loop {
+        let seen = server.progress(&token);
+        if seen
+            .iter()
+            .any(|p| p.message.as_deref().unwrap_or("").ends_with(" s)"))
+        {
+            break;
+        }
+        server.wait_for_progress(&token, seen.len() + 1).await;
+    }
+    env.sim.release_builds();
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!()
+    };
+    structured(&result);
+    let progress = server.progress(&token);
+    assert!(
+        progress.windows(2).all(|w| w[1].progress > w[0].progress),
+        "{progress:?}"
+    );
+}

@@ -18,6 +18,9 @@ pub struct Fault {
     /// How many matching requests still fail.
     pub times: usize,
     pub message: String,
+    /// When true the request is processed first and only its response is replaced
+    /// by the fault, like a gateway that loses the answer of a request that went through.
+    pub after_processing: bool,
 }
 
 impl Fault {
@@ -34,6 +37,7 @@ impl Fault {
             status,
             times: 1,
             message,
+            after_processing: false,
         }
     }
 
@@ -44,6 +48,12 @@ impl Fault {
 
     pub fn message(mut self, message: impl Into<String>) -> Fault {
         self.message = message.into();
+        self
+    }
+
+    /// Process the request, then answer with the fault (see [`Fault::after_processing`]).
+    pub fn after_processing(mut self) -> Fault {
+        self.after_processing = true;
         self
     }
 

@@ -232,16 +232,24 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
             .find(|f| f.matches(&method, &path))
             .map(|f| {
                 f.times -= 1;
-                (f.status, f.message.clone())
+                (f.status, f.message.clone(), f.after_processing)
             });
         st.faults.retain(|f| f.times > 0);
         (seq, fault, caller)
     });
 
     let needs_auth = path.starts_with("/api/v2/") && path != "/api/v2/buildinfo";
-    let response = if let Some((status, message)) = fault {
+    let fault_response = |status: u16, message: String| {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         ApiError::new(status, message).into_response()
+    };
+    let (early_fault, late_fault) = match fault {
+        Some((status, message, true)) => (None, Some((status, message))),
+        Some((status, message, false)) => (Some((status, message)), None),
+        None => (None, None),
+    };
+    let response = if let Some((status, message)) = early_fault {
+        fault_response(status, message)
     } else if needs_auth && token.is_none() {
         ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT)
             .detail(format!(
@@ -257,7 +265,11 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
         if let Some((id, _)) = caller {
             req.extensions_mut().insert(Caller { id });
         }
-        next.run(req).await
+        let response = next.run(req).await;
+        match late_fault {
+            Some((status, message)) => fault_response(status, message),
+            None => response,
+        }
     };
     let status = response.status().as_u16();
     inner.update_quiet(|st| st.set_request_status(seq, status));
