@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::names::{name_problem, resolve_name};
+use super::names::{generate_name, name_problem, resolve_name};
 use super::outcome::{AgentStatus, CallStatus, CreateError, CreateWorkspaceResult, StartupScripts};
 use super::params::validate_parameters;
 use super::progress::{Phase, ProgressSink, ProgressTracker, truncate};
@@ -69,6 +69,9 @@ pub struct CreateRequest {
     pub template_id: Uuid,
     pub name: Option<String>,
     pub parameters: BTreeMap<String, String>,
+    /// No session to remember a workspace in (stateless HTTP): an existing workspace
+    /// with the given `name` plays the part of the session's workspace.
+    pub by_name: bool,
 }
 
 /// Creates workspaces, at most one per session.
@@ -113,12 +116,19 @@ impl Engine {
             Locked::Yes(state) => state,
             Locked::NotInTime(result) => return Ok(*result),
         };
-        if let Some(remembered) = state.workspace().cloned()
-            && let Some(result) = call.resume(&mut state, &remembered).await?
+        let remembered = if request.by_name {
+            call.find_by_name(&request).await?
+        } else {
+            state.workspace().cloned()
+        };
+        if let Some(remembered) = &remembered
+            && let Some(result) = call.resume(&mut state, remembered, &request).await?
         {
             return Ok(result);
         }
-        call.create(&slot, &mut state, request).await
+        // In by-name mode an unusable workspace still holds the name.
+        let name_taken = request.by_name && remembered.is_some();
+        call.create(&slot, &mut state, request, name_taken).await
     }
 }
 
@@ -221,12 +231,39 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// By-name mode: the existing workspace called `request.name`, if any.
+    async fn find_by_name(
+        &self,
+        request: &CreateRequest,
+    ) -> Result<Option<RememberedWorkspace>, CreateError> {
+        let Some(name) = request
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| name_problem(n).is_none())
+        else {
+            return Ok(None);
+        };
+        match self.guard(self.client.workspace_by_name(name)).await? {
+            Ok(ws) => Ok(Some(RememberedWorkspace {
+                id: ws.id,
+                name: ws.name,
+            })),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(CreateError::coder(
+                format!("could not look up workspace {name:?}"),
+                err,
+            )),
+        }
+    }
+
     /// The session already has a workspace: return it, wait for it or start it.
     /// `None` when it is unusable and a new one should be created.
     async fn resume(
         &mut self,
         state: &mut SessionState,
         remembered: &RememberedWorkspace,
+        request: &CreateRequest,
     ) -> Result<Option<CreateWorkspaceResult>, CreateError> {
         let ws = match self.guard(self.client.workspace(remembered.id)).await? {
             Ok(ws) => ws,
@@ -252,10 +289,20 @@ impl<'a> Call<'a> {
             || ws.latest_build.transition == WorkspaceTransition::Stop;
         let origin = Origin::Existing { was_building };
         let (ws, readiness, restarted) = self.wait_ready(state, ws).await?;
-        let note = restarted.then(|| {
-            "the workspace had been stopped; it was started again instead of creating another"
-                .to_owned()
-        });
+        let mut notes = Vec::new();
+        if restarted {
+            notes.push(
+                "the workspace had been stopped; it was started again instead of creating another"
+                    .to_owned(),
+            );
+        }
+        if ws.template_id != request.template_id {
+            notes.push(format!(
+                "this session already has a workspace (from template {:?}), so it was returned instead of creating one from template {}",
+                ws.template_name, request.template_id
+            ));
+        }
+        let note = (!notes.is_empty()).then(|| notes.join("; "));
         let result = self.result(&ws, false, readiness, origin, note);
         Ok(Some(self.with_startup_log(result, &ws).await))
     }
@@ -265,6 +312,7 @@ impl<'a> Call<'a> {
         slot: &SessionSlot,
         state: &mut SessionState,
         request: CreateRequest,
+        name_taken: bool,
     ) -> Result<CreateWorkspaceResult, CreateError> {
         let template_id = request.template_id;
         self.progress
@@ -291,12 +339,17 @@ impl<'a> Call<'a> {
             .as_deref()
             .map(str::trim)
             .filter(|n| !n.is_empty());
-        let name = resolve_name(requested, &template.name);
-        let renamed = requested.filter(|r| *r != name).map(|r| {
-            format!(
-                "{r:?} is not a valid Coder workspace name ({}); it was created as {name:?}",
-                name_problem(r).unwrap_or_default()
-            )
+        let name = match requested {
+            Some(taken) if name_taken => generate_name(taken),
+            _ => resolve_name(requested, &template.name),
+        };
+        let renamed = requested.filter(|r| *r != name).map(|r| match name_problem(r) {
+            Some(problem) => format!(
+                "{r:?} is not a valid Coder workspace name ({problem}); it was created as {name:?}"
+            ),
+            None => format!(
+                "the existing workspace {r:?} could not be used, so a new one was created as {name:?}"
+            ),
         });
         let shown = if template.display_name.is_empty() {
             &template.name

@@ -39,23 +39,64 @@ pub struct Identity {
     pub user: User,
 }
 
+/// Who is calling and in which session: fixed for a stdio process, decided per
+/// request (from the HTTP headers) over HTTP.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub identity: Arc<Identity>,
+    pub session: SessionKey,
+    /// No MCP session at all (stateless HTTP): idempotency by workspace name.
+    pub stateless: bool,
+}
+
+#[derive(Clone)]
+enum ScopeSource {
+    Fixed(Scope),
+    /// Read from the `Scope` the HTTP layer put into the request's extensions.
+    PerRequest,
+}
+
 /// The server the MCP runtime talks to: one per MCP session.
 #[derive(Clone)]
 pub struct WorkspaceServer {
     engine: Arc<Engine>,
-    identity: Arc<Identity>,
-    session: SessionKey,
+    scope: ScopeSource,
     tool_router: ToolRouter<Self>,
 }
 
 #[tool_router]
 impl WorkspaceServer {
+    /// A server for one fixed user and session (stdio).
     pub fn new(engine: Arc<Engine>, identity: Arc<Identity>, session: SessionKey) -> Self {
         Self {
             engine,
-            identity,
-            session,
+            scope: ScopeSource::Fixed(Scope {
+                identity,
+                session,
+                stateless: false,
+            }),
             tool_router: Self::tool_router(),
+        }
+    }
+
+    /// A server whose caller is decided per request by the HTTP layer.
+    pub fn per_request(engine: Arc<Engine>) -> Self {
+        Self {
+            engine,
+            scope: ScopeSource::PerRequest,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    fn scope(&self, context: &RequestContext<RoleServer>) -> Result<Scope, String> {
+        match &self.scope {
+            ScopeSource::Fixed(scope) => Ok(scope.clone()),
+            ScopeSource::PerRequest => context
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<Scope>())
+                .cloned()
+                .ok_or_else(|| "internal error: the request carries no caller identity".to_owned()),
         }
     }
 
@@ -74,8 +115,10 @@ impl WorkspaceServer {
     pub async fn list_templates(
         &self,
         Parameters(args): Parameters<ListTemplatesArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<Json<ListTemplatesResult>, String> {
-        let client = &self.identity.client;
+        let scope = self.scope(&context)?;
+        let client = &scope.identity.client;
         let mut templates = client
             .templates()
             .await
@@ -137,9 +180,11 @@ impl WorkspaceServer {
     pub async fn read_template(
         &self,
         Parameters(args): Parameters<ReadTemplateArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<Json<ReadTemplateResult>, String> {
         let id = parse_template_id(&args.template_id)?;
-        let client = &self.identity.client;
+        let scope = self.scope(&context)?;
+        let client = &scope.identity.client;
         let template = client.template(id).await.map_err(|e| {
             if matches!(e.status(), Some(400 | 403 | 404)) {
                 format!("template {id} not found ({e}); use list_templates to find a template id")
@@ -176,10 +221,12 @@ impl WorkspaceServer {
         Parameters(args): Parameters<CreateWorkspaceArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<CreateWorkspaceResult>, String> {
+        let scope = self.scope(&context)?;
         let request = CreateRequest {
             template_id: parse_template_id(&args.template_id)?,
             name: args.name,
             parameters: args.parameters.unwrap_or_default(),
+            by_name: scope.stateless,
         };
         let sink = McpProgress {
             peer: context.peer.clone(),
@@ -188,8 +235,8 @@ impl WorkspaceServer {
         let outcome = self
             .engine
             .create_workspace(
-                &self.identity.client,
-                &self.session,
+                &scope.identity.client,
+                &scope.session,
                 request,
                 &sink,
                 &context.ct,
