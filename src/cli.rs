@@ -8,8 +8,12 @@ use rmcp::ServiceExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::coder::CoderClient;
-use crate::config::{Cli, Command, Credentials, resolve_credentials};
+use crate::coder::SessionToken;
+use crate::config::{Cli, Command, Credentials, ServeArgs, resolve_credentials, resolve_url};
 use crate::engine::{Engine, MemorySessionStore, SessionKey};
+use crate::http::auth::SharedIdentity;
+use crate::http::guard::{GuardConfig, LOOPBACK_HOSTS};
+use crate::http::sessions::SessionLimits;
 use crate::tools::{Identity, WorkspaceServer};
 
 /// Runs the program; the exit code is non-zero on any failure.
@@ -24,6 +28,7 @@ pub async fn main() -> ExitCode {
     let outcome = match &cli.command {
         None | Some(Command::Stdio) => serve_stdio(&cli).await,
         Some(Command::Demo) => crate::demo::run(&cli).await,
+        Some(Command::Serve(args)) => serve_http(&cli, args).await,
         Some(Command::Sim { listen }) => crate::demo::run_simulator(*listen).await,
     };
     match outcome {
@@ -106,4 +111,60 @@ async fn serve_stdio(cli: &Cli) -> anyhow::Result<()> {
     let reason = running.waiting().await?;
     tracing::info!(?reason, "MCP session ended");
     Ok(())
+}
+
+async fn serve_http(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    let engine = Arc::new(Engine::new(
+        cli.timing.engine_config(),
+        Arc::new(MemorySessionStore::default()),
+    ));
+    let shared = if args.shared_identity {
+        let credentials = resolve_credentials(&cli.coder).map_err(anyhow::Error::msg)?;
+        let identity = Arc::new(connect(credentials).await?);
+        let bearer = SessionToken::new(args.auth_token.clone().unwrap_or_default());
+        if bearer.is_empty() {
+            anyhow::bail!(
+                "--shared-identity needs a non-empty --auth-token (or CODER_MCP_AUTH_TOKEN)"
+            );
+        }
+        tracing::warn!(user = %identity.user.username, "shared identity: every client presenting --auth-token acts as this Coder user");
+        Some(SharedIdentity { bearer, identity })
+    } else {
+        if cli.coder.token.is_some() {
+            tracing::warn!(
+                "ignoring --token/CODER_SESSION_TOKEN: in serve mode each client sends its own Coder token (use --shared-identity with --auth-token for a single shared identity)"
+            );
+        }
+        None
+    };
+    let (url, source) = resolve_url(&cli.coder).map_err(anyhow::Error::msg)?;
+    let coder = CoderClient::new(&url, SessionToken::new(""))
+        .map_err(|e| anyhow::anyhow!("invalid Coder URL from {source}: {e}"))?;
+    let info = coder.build_info().await.map_err(|e| {
+        anyhow::anyhow!("cannot use Coder at {} (from {source}): {e}. Check the URL and that the deployment is up.", coder.base_url())
+    })?;
+    tracing::info!(url = %coder.base_url(), version = %info.version, "Coder reachable");
+    let mut allowed_hosts: Vec<String> = LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect();
+    allowed_hosts.extend(args.allowed_hosts.iter().map(|h| h.trim().to_owned()));
+    if !args.listen.ip().is_loopback() && args.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "no --allowed-host given: only loopback Host headers are accepted, so remote clients will get 403"
+        );
+    }
+    let options = crate::http::HttpOptions {
+        listen: args.listen,
+        guard: GuardConfig {
+            allowed_hosts,
+            allowed_origins: args.allowed_origins.clone(),
+            max_body: args.max_body,
+        },
+        session_idle_timeout: args.session_idle_timeout,
+        limits: SessionLimits {
+            total: args.max_sessions,
+            per_credential: args.max_sessions_per_token,
+        },
+        shutdown_grace: args.shutdown_grace,
+        shared,
+    };
+    crate::http::serve(options, coder, engine).await
 }

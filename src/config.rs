@@ -45,12 +45,79 @@ pub enum Command {
     /// Run list_templates → read_template → create_workspace against a built-in simulated
     /// Coder, through a real MCP session with this binary, showing live progress on stderr.
     Demo,
+    /// Serve MCP over HTTP for hosted agents: Streamable HTTP at /mcp, legacy HTTP+SSE at
+    /// /sse. Each client authenticates with its own Coder session token
+    /// (`Authorization: Bearer <token>`) and acts as that Coder user.
+    Serve(ServeArgs),
     /// Run the simulated Coder on its own, to try other MCP clients against it.
     Sim {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: std::net::SocketAddr,
     },
+}
+
+/// `serve`: the HTTP transports.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Binding a non-loopback address logs a warning: put a
+    /// TLS-terminating proxy in front and set --allowed-host.
+    #[arg(long, default_value = "127.0.0.1:8790", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// A host name accepted in the `Host` header besides the loopback names (repeatable),
+    /// e.g. the public name behind your reverse proxy. Others get 403 (DNS-rebinding defence).
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
+    /// A browser origin (`https://app.example.com`) allowed to call the server (repeatable).
+    /// Requests with any other `Origin` get 403; requests without one (non-browser clients) pass.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted (413 above it), e.g. 1MiB, 512KiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_body: usize,
+    /// Sessions unused this long are closed.
+    #[arg(long, default_value = "30m", value_parser = parse_duration, value_name = "DURATION")]
+    pub session_idle_timeout: Duration,
+    /// Most sessions open at once, in all.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_sessions: usize,
+    /// Most sessions open at once per token.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub max_sessions_per_token: usize,
+    /// On SIGTERM/SIGINT, how long tool calls in flight may run before they are cancelled.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: Duration,
+    /// Single-user deployments: every client acts as the server's own Coder identity
+    /// (--token/CODER_SESSION_TOKEN). Requires --auth-token.
+    #[arg(long, requires = "auth_token")]
+    pub shared_identity: bool,
+    /// With --shared-identity: the static bearer token clients must present.
+    #[arg(
+        long,
+        env = "CODER_MCP_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub auth_token: Option<String>,
+}
+
+/// Byte sizes: `1048576`, `512KiB`, `1MiB`, `2MB`, `64kb`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (use e.g. 1MiB, 512KiB)"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        other => return Err(format!("unknown size unit {other:?} (use B, KiB or MiB)")),
+    };
+    Ok(number * factor)
 }
 
 /// Where Coder is and who we are there.
@@ -130,6 +197,32 @@ pub fn coder_config_dir() -> Option<PathBuf> {
     }
 }
 
+/// The Coder URL from --coder-url/CODER_URL, else `coder login`'s `url` file, and where it came from.
+pub fn resolve_url(args: &CoderArgs) -> Result<(String, String), String> {
+    if let Some(url) = args
+        .coder_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        return Ok((url.to_owned(), "--coder-url/CODER_URL".to_owned()));
+    }
+    let dir = coder_config_dir();
+    dir.as_ref()
+        .and_then(|d| {
+            let path = d.join("url");
+            let text = std::fs::read_to_string(&path).ok()?;
+            let text = text.trim().to_owned();
+            (!text.is_empty()).then(|| (text, path.display().to_string()))
+        })
+        .ok_or_else(|| {
+            format!(
+                "no Coder URL: pass --coder-url or set CODER_URL (or run `coder login <url>`, which stores it in {})",
+                describe_dir(dir.as_deref(), "url")
+            )
+        })
+}
+
 /// Resolves the URL and token from flags/environment, falling back to `coder login`'s files.
 pub fn resolve_credentials(args: &CoderArgs) -> Result<Credentials, String> {
     let dir = coder_config_dir();
@@ -146,15 +239,7 @@ pub fn resolve_credentials(args: &CoderArgs) -> Result<Credentials, String> {
             .map(str::to_owned)
     };
 
-    let (url, url_source) = match non_empty(&args.coder_url) {
-        Some(url) => (url, "--coder-url/CODER_URL".to_owned()),
-        None => from_file("url").ok_or_else(|| {
-            format!(
-                "no Coder URL: pass --coder-url or set CODER_URL (or run `coder login <url>`, which stores it in {})",
-                describe_dir(dir.as_deref(), "url")
-            )
-        })?,
-    };
+    let (url, url_source) = resolve_url(args)?;
     let (token, token_source) = match non_empty(&args.token) {
         Some(token) => (token, "--token/CODER_SESSION_TOKEN".to_owned()),
         None => from_file("session").ok_or_else(|| {
@@ -182,6 +267,15 @@ fn describe_dir(dir: Option<&Path>, file: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("1GiB").is_err());
+    }
 
     #[test]
     fn durations() {

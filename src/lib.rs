@@ -8,5 +8,6 @@ pub mod coder;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod http;
 pub mod sim;
 pub mod tools;

@@ -16,9 +16,12 @@ use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
 use crate::coder::CoderClient;
 use crate::coder::types::User;
-use crate::engine::{CreateRequest, CreateWorkspaceResult, Engine, ProgressSink, SessionKey};
+use crate::engine::{
+    CreateError, CreateRequest, CreateWorkspaceResult, Engine, ProgressSink, SessionKey,
+};
 use args::{CreateWorkspaceArgs, ListTemplatesArgs, ReadTemplateArgs, parse_template_id};
 use results::{ListTemplatesResult, ParameterInfo, ReadTemplateResult, TemplateSummary};
+use tokio_util::sync::CancellationToken;
 
 /// Templates per `list_templates` page.
 pub const PAGE_SIZE: usize = 10;
@@ -49,6 +52,77 @@ pub struct Scope {
     pub stateless: bool,
 }
 
+/// A count of things in flight (tool calls, streamed responses) that can be awaited to zero.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard {
+        self.0.send_modify(|n| *n += 1);
+        InFlightGuard(self.0.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        *self.0.borrow()
+    }
+
+    /// Resolves when nothing is in flight.
+    pub async fn idle(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Leaves the count when dropped.
+pub struct InFlightGuard(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Shared by all sessions of an HTTP server: counts tool calls in flight and lets a
+/// graceful shutdown cancel them once its grace period is over.
+#[derive(Clone, Default)]
+pub struct CallTracker {
+    shutdown: CancellationToken,
+    pub calls: InFlight,
+}
+
+impl CallTracker {
+    fn enter(&self) -> InFlightGuard {
+        self.calls.enter()
+    }
+
+    /// Cancels every running and future tool call.
+    pub fn cancel_calls(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token cancelled by the request's own cancellation or by shutdown.
+    fn link(&self, request: &CancellationToken) -> LinkedCancel {
+        let token = self.shutdown.child_token();
+        let (linked, request) = (token.clone(), request.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = request.cancelled() => linked.cancel(),
+                _ = linked.cancelled() => {}
+            }
+        });
+        LinkedCancel(token)
+    }
+}
+
+/// Cancels its token when dropped, which also ends the linking task.
+struct LinkedCancel(CancellationToken);
+
+impl Drop for LinkedCancel {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 #[derive(Clone)]
 enum ScopeSource {
     Fixed(Scope),
@@ -61,6 +135,7 @@ enum ScopeSource {
 pub struct WorkspaceServer {
     engine: Arc<Engine>,
     scope: ScopeSource,
+    calls: Option<CallTracker>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -75,15 +150,17 @@ impl WorkspaceServer {
                 session,
                 stateless: false,
             }),
+            calls: None,
             tool_router: Self::tool_router(),
         }
     }
 
     /// A server whose caller is decided per request by the HTTP layer.
-    pub fn per_request(engine: Arc<Engine>) -> Self {
+    pub fn per_request(engine: Arc<Engine>, calls: CallTracker) -> Self {
         Self {
             engine,
             scope: ScopeSource::PerRequest,
+            calls: Some(calls),
             tool_router: Self::tool_router(),
         }
     }
@@ -117,6 +194,7 @@ impl WorkspaceServer {
         Parameters(args): Parameters<ListTemplatesArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<ListTemplatesResult>, String> {
+        let _call = self.calls.as_ref().map(CallTracker::enter);
         let scope = self.scope(&context)?;
         let client = &scope.identity.client;
         let mut templates = client
@@ -182,6 +260,7 @@ impl WorkspaceServer {
         Parameters(args): Parameters<ReadTemplateArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<ReadTemplateResult>, String> {
+        let _call = self.calls.as_ref().map(CallTracker::enter);
         let id = parse_template_id(&args.template_id)?;
         let scope = self.scope(&context)?;
         let client = &scope.identity.client;
@@ -221,6 +300,7 @@ impl WorkspaceServer {
         Parameters(args): Parameters<CreateWorkspaceArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<CreateWorkspaceResult>, String> {
+        let _call = self.calls.as_ref().map(CallTracker::enter);
         let scope = self.scope(&context)?;
         let request = CreateRequest {
             template_id: parse_template_id(&args.template_id)?,
@@ -232,6 +312,8 @@ impl WorkspaceServer {
             peer: context.peer.clone(),
             token: context.meta.get_progress_token(),
         };
+        let linked = self.calls.as_ref().map(|calls| calls.link(&context.ct));
+        let cancel = linked.as_ref().map_or(&context.ct, |l| &l.0);
         let outcome = self
             .engine
             .create_workspace(
@@ -239,11 +321,14 @@ impl WorkspaceServer {
                 &scope.session,
                 request,
                 &sink,
-                &context.ct,
+                cancel,
             )
             .await;
         match outcome {
             Ok(result) => Ok(Json(result)),
+            Err(CreateError::Cancelled) if self.calls.as_ref().is_some_and(|c| c.shutdown.is_cancelled()) => {
+                Err("the server is shutting down, so it stopped waiting; the workspace is unaffected. Call create_workspace again (on this or another server) to keep waiting for it.".into())
+            }
             Err(err) => {
                 tracing::info!(error = %err, "create_workspace failed");
                 Err(err.to_string())

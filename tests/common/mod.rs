@@ -20,6 +20,8 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
+pub mod http;
+
 pub const TOKEN: &str = "alice-secret-token-4f1d2c";
 pub const BOB_TOKEN: &str = "bob-secret-token-99ab12";
 pub const BIN: &str = env!("CARGO_BIN_EXE_coder-workspace-mcp");
@@ -111,14 +113,40 @@ impl ClientHandler for Recorder {
     }
 }
 
-/// The server binary with an MCP client session on its stdio.
+/// An MCP client session with the server: over the stdio of a spawned binary, or over
+/// Streamable HTTP.
 pub struct Server {
     pub client: RunningService<RoleClient, Recorder>,
     recorder: Recorder,
-    stderr: tokio::task::JoinHandle<String>,
+    stderr: Option<tokio::task::JoinHandle<String>>,
 }
 
 impl Server {
+    /// A Streamable HTTP session at `url` (e.g. `http://127.0.0.1:8790/mcp`).
+    pub async fn http(url: &str, token: &str, headers: &[(&str, &str)]) -> Result<Server, String> {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let custom = headers
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+            .collect();
+        let config = StreamableHttpClientTransportConfig::with_uri(url)
+            .auth_header(token)
+            .custom_headers(custom);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let recorder = Recorder::default();
+        let client = recorder
+            .clone()
+            .serve(transport)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Server {
+            client,
+            recorder,
+            stderr: None,
+        })
+    }
+
     pub async fn spawn(url: &str, token: &str, extra_args: &[&str]) -> Server {
         let mut command = tokio::process::Command::new(BIN);
         command
@@ -147,7 +175,7 @@ impl Server {
         Server {
             client,
             recorder,
-            stderr,
+            stderr: Some(stderr),
         }
     }
 
@@ -213,7 +241,10 @@ impl Server {
     /// Closes stdin, waits for the process to exit, and returns everything it wrote to stderr.
     pub async fn finish(self) -> String {
         let _ = self.client.cancel().await;
-        self.stderr.await.expect("stderr reader")
+        match self.stderr {
+            Some(stderr) => stderr.await.expect("stderr reader"),
+            None => String::new(),
+        }
     }
 }
 

@@ -1,0 +1,378 @@
+//! `serve`: the same tools over HTTP, for hosted agents. Streamable HTTP at `/mcp`
+//! (rmcp's server), legacy HTTP+SSE at `/sse` + `/messages`, health at `/healthz`
+//! and `/readyz`.
+//!
+//! Every MCP request is authenticated with the caller's own Coder token and bound to
+//! the session it opened; `Host` and `Origin` are checked against allow-lists; bodies
+//! are limited; idle sessions expire; SIGTERM/SIGINT drain in-flight calls.
+
+pub mod auth;
+pub mod guard;
+pub mod health;
+pub mod legacy_sse;
+pub mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::coder::CoderClient;
+use crate::engine::{Engine, SessionKey};
+use crate::tools::{CallTracker, InFlight, Scope, WorkspaceServer};
+use auth::{Authenticator, Caller, SharedIdentity};
+use guard::GuardConfig;
+use legacy_sse::LegacySessions;
+use sessions::{SessionLimits, SessionRegistry, Transport};
+
+/// The header Coder's own agents send when they call external MCP servers: one chat,
+/// one workspace, across reconnects.
+pub const CHAT_ID_HEADER: &str = "x-coder-chat-id";
+const MCP_SESSION_HEADER: &str = "mcp-session-id";
+
+/// Everything `serve` needs, from the command line.
+pub struct HttpOptions {
+    pub listen: SocketAddr,
+    pub guard: GuardConfig,
+    pub session_idle_timeout: Duration,
+    pub limits: SessionLimits,
+    pub shutdown_grace: Duration,
+    pub shared: Option<SharedIdentity>,
+}
+
+/// State shared by every route.
+pub struct App {
+    pub coder: CoderClient,
+    pub auth: Authenticator,
+    pub engine: Arc<Engine>,
+    pub registry: SessionRegistry,
+    pub legacy: LegacySessions,
+    pub calls: CallTracker,
+    /// `/mcp` POST responses still streaming (a tool call's answer may still be on its way).
+    pub responses: InFlight,
+    pub max_body: usize,
+    /// Ends every session and stream (after the calls are done or cancelled).
+    pub transport_shutdown: CancellationToken,
+}
+
+impl App {
+    /// Forgets a session everywhere: binding, legacy channel, engine state.
+    fn end_session(&self, id: &str) {
+        self.legacy.close(id);
+        if let Some(entry) = self.registry.remove(id) {
+            let key = format!("{}:{id}", entry.transport.key_prefix());
+            self.engine
+                .sessions()
+                .forget(&SessionKey::new(entry.user, key));
+        }
+    }
+}
+
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The caller's scope for a request: the session key is the Coder chat id when one is
+/// sent, else the MCP session, else (a stateless request) the user alone.
+pub(crate) fn scope_for(
+    caller: &Caller,
+    headers: &HeaderMap,
+    session: Option<(Transport, &str)>,
+) -> Scope {
+    let chat = headers
+        .get(CHAT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let user = caller.identity.user.id;
+    let (key, stateless) = match (chat, session) {
+        (Some(chat), _) => (format!("chat:{chat}"), false),
+        (None, Some((transport, id))) => (format!("{}:{id}", transport.key_prefix()), false),
+        (None, None) => ("stateless".to_owned(), true),
+    };
+    Scope {
+        identity: caller.identity.clone(),
+        session: SessionKey::new(user, key),
+        stateless,
+    }
+}
+
+/// Runs the HTTP server until SIGTERM/SIGINT.
+pub async fn serve(
+    options: HttpOptions,
+    coder: CoderClient,
+    engine: Arc<Engine>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() {
+        tracing::warn!(%local, "listening on a non-loopback address: make sure a TLS-terminating proxy and --allowed-host are in place");
+    }
+    let shutdown = CancellationToken::new();
+    let app = Arc::new(App {
+        auth: Authenticator::new(coder.clone(), options.shared),
+        coder,
+        engine: engine.clone(),
+        registry: SessionRegistry::new(options.limits),
+        legacy: LegacySessions::default(),
+        calls: CallTracker::default(),
+        responses: InFlight::default(),
+        max_body: options.guard.max_body,
+        transport_shutdown: shutdown.clone(),
+    });
+
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(options.session_idle_timeout);
+    let sessions = Arc::new(sessions);
+    let (factory_engine, factory_calls) = (engine.clone(), app.calls.clone());
+    let mcp = StreamableHttpService::new(
+        move || {
+            Ok(WorkspaceServer::per_request(
+                factory_engine.clone(),
+                factory_calls.clone(),
+            ))
+        },
+        sessions.clone(),
+        StreamableHttpServerConfig::default()
+            .with_sse_keep_alive(Some(Duration::from_secs(15)))
+            .with_cancellation_token(shutdown.child_token())
+            // Host and Origin are checked by our own guard, for both transports alike.
+            .disable_allowed_hosts()
+            .with_max_request_body_bytes(options.guard.max_body),
+    );
+
+    let guarded = Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            authenticate_mcp,
+        ))
+        .merge(
+            Router::new()
+                .route("/sse", get(legacy_sse::open))
+                .route("/messages", post(legacy_sse::post))
+                .route("/message", post(legacy_sse::post))
+                .with_state(app.clone()),
+        )
+        .layer(middleware::from_fn_with_state(
+            Arc::new(options.guard),
+            guard::guard,
+        ));
+    let router = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(app.clone())
+        .merge(guarded);
+
+    tokio::spawn(sweep_sessions(
+        app.clone(),
+        sessions,
+        options.session_idle_timeout,
+    ));
+
+    // Without TCP_NODELAY every streamed response stalls ~40 ms (Nagle + delayed ACK).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tracing::info!("listening on http://{local} (Streamable HTTP at /mcp, legacy SSE at /sse)");
+
+    let stop_accepting = CancellationToken::new();
+    let drain = tokio::spawn(drain_on_signal(
+        app.clone(),
+        stop_accepting.clone(),
+        options.shutdown_grace,
+    ));
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    tokio::select! {
+        result = server => result?,
+        // Connections that linger after every session was closed do not hold the exit.
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {
+            tracing::warn!("connections still open after shutdown; exiting anyway");
+        }
+    }
+    drain.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// On SIGTERM/SIGINT: stop accepting, let tool calls finish for up to `grace`, cancel
+/// the rest, then close every session.
+async fn drain_on_signal(app: Arc<App>, stop_accepting: CancellationToken, grace: Duration) {
+    wait_for_signal().await;
+    let in_flight = app.calls.calls.count();
+    tracing::info!(
+        in_flight,
+        "shutting down: no new connections; waiting up to {} for tool calls in flight",
+        humantime::format_duration(grace)
+    );
+    stop_accepting.cancel();
+    if tokio::time::timeout(grace, app.calls.calls.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = app.calls.calls.count(),
+            "grace period over; cancelling the remaining tool calls"
+        );
+        app.calls.cancel_calls();
+    }
+    // Let the answers reach their clients before the sessions close.
+    let flushed = async {
+        app.calls.calls.idle().await;
+        app.responses.idle().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+    app.transport_shutdown.cancel();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Drops bindings of sessions rmcp has expired or closed, and expires idle legacy sessions.
+async fn sweep_sessions(app: Arc<App>, sessions: Arc<LocalSessionManager>, idle: Duration) {
+    let period = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(period).await;
+        let live = sessions.sessions.read().await;
+        let gone: Vec<String> = app
+            .registry
+            .ids(Transport::StreamableHttp)
+            .into_iter()
+            .filter(|id| !live.contains_key(id.as_str()))
+            .collect();
+        drop(live);
+        for id in gone {
+            tracing::info!(session = %id, "session ended");
+            app.end_session(&id);
+        }
+        for (id, entry) in app.registry.idle(idle) {
+            if entry.transport == Transport::LegacySse {
+                tracing::info!(session = %id, "legacy SSE session expired");
+                app.end_session(&id);
+            }
+        }
+    }
+}
+
+/// Authenticates every `/mcp` request, enforces the session binding and limits, and
+/// hands the caller's scope to the tools through the request extensions.
+async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let caller = match app.auth.authenticate(request.headers()).await {
+        Ok(caller) => caller,
+        Err(err) => return err.into_response(),
+    };
+    let session_id = request
+        .headers()
+        .get(MCP_SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let method = request.method().clone();
+    let mut request = request;
+    let mut opens_session = false;
+    if let Some(id) = &session_id {
+        if let Err(refusal) = app.registry.check(id, &caller.credential) {
+            return refusal.into_response();
+        }
+    } else if method == Method::POST {
+        // Look inside: an `initialize` opens a session and counts against the limits.
+        let (parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, app.max_body).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "request body over the limit of {} bytes (see --max-body)",
+                        app.max_body
+                    ),
+                );
+            }
+        };
+        opens_session = is_initialize(&bytes);
+        if opens_session && let Err(refusal) = app.registry.admit(&caller.credential) {
+            return refusal.into_response();
+        }
+        request = Request::from_parts(parts, Body::from(bytes));
+    }
+    let scope = scope_for(
+        &caller,
+        request.headers(),
+        session_id
+            .as_deref()
+            .map(|id| (Transport::StreamableHttp, id)),
+    );
+    request.extensions_mut().insert(scope);
+    // A POST's response streams the tool call's progress and answer: count it until
+    // its body has been sent, so shutdown does not cut it off.
+    let streaming = (method == Method::POST).then(|| app.responses.enter());
+    let response = next.run(request).await;
+    let response = match streaming {
+        Some(guard) => response.map(|body| {
+            Body::from_stream(futures::StreamExt::map(
+                body.into_data_stream(),
+                move |chunk| {
+                    let _in_flight = &guard;
+                    chunk
+                },
+            ))
+        }),
+        None => response,
+    };
+    if opens_session
+        && let Some(id) = response
+            .headers()
+            .get(MCP_SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+    {
+        tracing::info!(session = %id, user = %caller.identity.user.username, "session opened");
+        app.registry.register(
+            id.to_owned(),
+            caller.credential.clone(),
+            caller.identity.user.id,
+            Transport::StreamableHttp,
+        );
+    }
+    if method == Method::DELETE
+        && response.status().is_success()
+        && let Some(id) = &session_id
+    {
+        tracing::info!(session = %id, "session closed by the client");
+        app.end_session(id);
+    }
+    response
+}
+
+fn is_initialize(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        method: Option<String>,
+    }
+    serde_json::from_slice::<Probe>(body).is_ok_and(|p| p.method.as_deref() == Some("initialize"))
+}

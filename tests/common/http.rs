@@ -1,0 +1,262 @@
+//! The server binary in `serve` mode, and a small reqwest-based client for the legacy
+//! HTTP+SSE transport (rmcp has none).
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{Notify, mpsc};
+
+use super::BIN;
+
+/// `coder-workspace-mcp serve` on a free loopback port.
+pub struct HttpServer {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    child: tokio::process::Child,
+    log: Arc<Mutex<String>>,
+    logged: Arc<Notify>,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HttpServer {
+    pub async fn spawn(coder_url: &str, extra_args: &[&str], env: &[(&str, &str)]) -> HttpServer {
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"])
+            .args(extra_args)
+            .env("CODER_URL", coder_url)
+            .env_remove("CODER_SESSION_TOKEN")
+            .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let logged = Arc::new(Notify::new());
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log_w, logged_w, ended_w) = (log.clone(), logged.clone(), ended.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = log_w.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+                drop(log);
+                logged_w.notify_waiters();
+            }
+            ended_w.store(true, std::sync::atomic::Ordering::SeqCst);
+            logged_w.notify_waiters();
+        });
+        let mut server = HttpServer {
+            base: String::new(),
+            child,
+            log,
+            logged,
+            ended,
+        };
+        let line = server.wait_for_log("listening on http://").await;
+        let addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("listen address");
+        server.base = format!("http://{addr}");
+        server
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Resolves with the first log line containing `needle` (waiting for it if need be).
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        loop {
+            let notified = self.logged.notified();
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
+                panic!(
+                    "the server's stderr closed before it logged {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            notified.await;
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().await.unwrap()
+    }
+
+    /// A raw JSON-RPC POST to /mcp, for the tests of refusals.
+    pub async fn post_mcp(&self, headers: &[(&str, &str)], body: &Value) -> reqwest::Response {
+        let mut request = reqwest::Client::new()
+            .post(self.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// A JSON-RPC `initialize` request body.
+pub fn initialize_body() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "0"}}})
+}
+
+/// A minimal legacy HTTP+SSE (2024-11-05) client: GET /sse, POST /messages.
+pub struct LegacyClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    /// The POST URL the server announced in its `endpoint` event.
+    pub endpoint: String,
+    messages: mpsc::UnboundedReceiver<Value>,
+    /// Notifications received so far (progress among them).
+    pub notifications: Vec<Value>,
+    next_id: u64,
+}
+
+impl LegacyClient {
+    /// Opens the event stream and performs the MCP handshake.
+    pub async fn connect(base: &str, token: &str) -> LegacyClient {
+        let http = reqwest::Client::new();
+        let response = http
+            .get(format!("{base}/sse"))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET /sse");
+        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        let first = events.next().await.unwrap().unwrap();
+        assert_eq!(first.event.as_deref(), Some("endpoint"));
+        let endpoint = first.data.unwrap();
+        let (tx, messages) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                if event.event.as_deref() == Some("message")
+                    && let Some(data) = event.data
+                    && let Ok(value) = serde_json::from_str::<Value>(&data)
+                    && tx.send(value).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut client = LegacyClient {
+            http,
+            base: base.to_owned(),
+            token: token.to_owned(),
+            endpoint,
+            messages,
+            notifications: Vec::new(),
+            next_id: 1,
+        };
+        let init = client
+            .request(
+                "initialize",
+                json!({"protocolVersion": "2024-11-05", "capabilities": {},
+                "clientInfo": {"name": "legacy-test", "version": "0"}}),
+            )
+            .await;
+        assert_eq!(
+            init["result"]["serverInfo"]["name"], "coder-workspace-mcp",
+            "{init}"
+        );
+        client.notify("notifications/initialized", json!({})).await;
+        client
+    }
+
+    /// POSTs a message with this client's token; returns the HTTP status.
+    pub async fn post(&self, message: &Value) -> reqwest::StatusCode {
+        self.post_as(&self.token, message).await
+    }
+
+    pub async fn post_as(&self, token: &str, message: &Value) -> reqwest::StatusCode {
+        self.http
+            .post(format!("{}{}", self.base, self.endpoint))
+            .bearer_auth(token)
+            .json(message)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    pub async fn notify(&self, method: &str, params: Value) {
+        let status = self
+            .post(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
+            .await;
+        assert_eq!(status, 202);
+    }
+
+    /// Sends a request and waits for its response on the event stream.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let status = self
+            .post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        assert_eq!(status, 202, "POST {method}");
+        loop {
+            let message = self.messages.recv().await.expect("event stream open");
+            if message.get("id") == Some(&json!(id)) {
+                return message;
+            }
+            if message.get("method").is_some() {
+                self.notifications.push(message);
+            }
+        }
+    }
+
+    /// `tools/call` with a progress token; returns the result and the progress notifications.
+    pub async fn call_tool(&mut self, name: &str, arguments: Value) -> (Value, Vec<Value>) {
+        let token = format!("legacy-{}", self.next_id);
+        let response = self
+            .request(
+                "tools/call",
+                json!({"name": name, "arguments": arguments, "_meta": {"progressToken": token}}),
+            )
+            .await;
+        let progress = self
+            .notifications
+            .iter()
+            .filter(|n| {
+                n["method"] == "notifications/progress"
+                    && n["params"]["progressToken"] == json!(token)
+            })
+            .cloned()
+            .collect();
+        (response["result"].clone(), progress)
+    }
+}

@@ -1,0 +1,499 @@
+//! `serve`: Streamable HTTP and legacy HTTP+SSE end to end, with per-client identity,
+//! session binding, request guards, expiry and graceful shutdown.
+
+mod common;
+
+use coder_workspace_mcp::sim::BuildPlan;
+use common::http::{HttpServer, LegacyClient, initialize_body};
+use common::{BOB_TOKEN, Env, Server, TOKEN, error_text, structured};
+use rmcp::model::ServerResult;
+use serde_json::json;
+
+async fn serve(env: &Env, args: &[&str]) -> HttpServer {
+    HttpServer::spawn(&env.sim.url(), args, &[]).await
+}
+
+fn assert_no_tokens(log: &str) {
+    assert!(log.contains("listening on"), "the log was captured");
+    assert!(
+        !log.contains(TOKEN) && !log.contains(BOB_TOKEN),
+        "a token leaked into the logs:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn streamable_http_lists_reads_and_creates_with_progress() {
+    let env = Env::new().await;
+    let http = serve(&env, &[]).await;
+    let client = Server::http(&http.mcp_url(), TOKEN, &[]).await.unwrap();
+    let listed = structured(&client.call("list_templates", json!({})).await);
+    assert_eq!(listed["templates"][0]["name"], "docker");
+    let read = structured(
+        &client
+            .call(
+                "read_template",
+                json!({"template_id": env.docker.id.to_string()}),
+            )
+            .await,
+    );
+    assert_eq!(read["parameters"][0]["name"], "region");
+    let (result, progress) = client
+        .call_with_progress("create_workspace", env.create_args())
+        .await;
+    let out = structured(&result);
+    assert_eq!(out["created"], true);
+    assert_eq!(out["owner"], "alice");
+    assert!(
+        progress.len() >= 3,
+        "progress streamed over SSE: {progress:?}"
+    );
+    assert!(progress.windows(2).all(|w| w[1].progress > w[0].progress));
+    assert_eq!(progress.last().unwrap().progress, 100.0);
+    client.finish().await;
+    assert_no_tokens(&http.log());
+}
+
+#[tokio::test]
+async fn each_token_is_its_own_coder_user_with_its_own_workspace() {
+    let env = Env::new().await;
+    let http = serve(&env, &[]).await;
+    let alice = Server::http(&http.mcp_url(), TOKEN, &[]).await.unwrap();
+    let bob = Server::http(&http.mcp_url(), BOB_TOKEN, &[]).await.unwrap();
+    let a = structured(&alice.call("create_workspace", env.create_args()).await);
+    let b = structured(&bob.call("create_workspace", env.create_args()).await);
+    assert_eq!(a["owner"], "alice");
+    assert_eq!(b["owner"], "bob");
+    assert_eq!(b["created"], true, "sessions never share workspaces");
+    assert_ne!(a["workspace_id"], b["workspace_id"]);
+    let owners: Vec<String> = env
+        .workspaces()
+        .iter()
+        .map(|w| w.owner_name.clone())
+        .collect();
+    assert_eq!(owners.len(), 2);
+    assert!(owners.contains(&"alice".into()) && owners.contains(&"bob".into()));
+    assert_no_tokens(&http.log());
+}
+
+#[tokio::test]
+async fn concurrent_calls_in_one_http_session_create_one_workspace() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let http = serve(&env, &["--max-call-wait", "0"]).await;
+    let client = Server::http(&http.mcp_url(), TOKEN, &[]).await.unwrap();
+    let a = client
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let b = client
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    env.sim.release_builds();
+    let mut created = 0;
+    for handle in [a, b] {
+        let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+            panic!()
+        };
+        created += (structured(&result)["created"] == true) as usize;
+    }
+    assert_eq!(created, 1);
+    assert_eq!(env.workspaces().len(), 1);
+}
+
+#[tokio::test]
+async fn one_coder_chat_gets_one_workspace_across_sessions() {
+    let env = Env::new().await;
+    let http = serve(&env, &[]).await;
+    let chat = [("X-Coder-Chat-Id", "chat-42")];
+    let first = Server::http(&http.mcp_url(), TOKEN, &chat).await.unwrap();
+    let a = structured(&first.call("create_workspace", env.create_args()).await);
+    first.finish().await;
+    let second = Server::http(&http.mcp_url(), TOKEN, &chat).await.unwrap();
+    let b = structured(&second.call("create_workspace", env.create_args()).await);
+    assert_eq!(b["created"], false);
+    assert_eq!(b["status"], "already_exists");
+    assert_eq!(a["workspace_id"], b["workspace_id"]);
+    // Another chat is another workspace.
+    let other = Server::http(&http.mcp_url(), TOKEN, &[("X-Coder-Chat-Id", "chat-43")])
+        .await
+        .unwrap();
+    assert_eq!(
+        structured(&other.call("create_workspace", env.create_args()).await)["created"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn stateless_requests_are_idempotent_by_workspace_name() {
+    let env = Env::new().await;
+    let http = serve(&env, &[]).await;
+    let call = |name: &'static str| {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "create_workspace",
+            "arguments": {"template_id": env.docker.id.to_string(), "name": name},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {},
+                      "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "0"}}}});
+        let http = &http;
+        async move {
+            let auth = format!("Bearer {TOKEN}");
+            let response = http
+                .post_mcp(
+                    &[
+                        ("authorization", &auth),
+                        ("mcp-protocol-version", "2026-07-28"),
+                        ("mcp-method", "tools/call"),
+                        ("mcp-name", "create_workspace"),
+                    ],
+                    &body,
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            let text = response.text().await.unwrap();
+            let data = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .rfind(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .unwrap_or(text);
+            let message: serde_json::Value = serde_json::from_str(&data).unwrap();
+            message["result"]["structuredContent"].clone()
+        }
+    };
+    let first = call("stateless-ws").await;
+    assert_eq!(first["created"], true, "{first}");
+    let second = call("stateless-ws").await;
+    assert_eq!(second["created"], false, "{second}");
+    assert_eq!(second["status"], "already_exists");
+    assert_eq!(second["workspace_id"], first["workspace_id"]);
+    assert_eq!(env.workspaces().len(), 1);
+}
+
+#[tokio::test]
+async fn missing_or_rejected_tokens_get_401_with_a_challenge() {
+    let env = Env::new().await;
+    let http = serve(&env, &[]).await;
+    let missing = http.post_mcp(&[], &initialize_body()).await;
+    assert_eq!(missing.status(), 401);
+    assert_eq!(
+        missing.headers()["www-authenticate"],
+        "Bearer realm=\"coder-workspace-mcp\""
+    );
+    let rejected = http
+        .post_mcp(
+            &[("authorization", "Bearer not-a-real-token")],
+            &initialize_body(),
+        )
+        .await;
+    assert_eq!(rejected.status(), 401);
+    assert!(
+        rejected.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+    // The Coder-Session-Token header works as well as a bearer.
+    let coder_header = http
+        .post_mcp(&[("coder-session-token", TOKEN)], &initialize_body())
+        .await;
+    assert_eq!(coder_header.status(), 200);
+    assert!(
+        Server::http(&http.mcp_url(), "not-a-real-token", &[])
+            .await
+            .is_err()
+    );
+    assert!(!http.log().contains("not-a-real-token"));
+}
+
+#[tokio::test]
+async fn a_session_id_cannot_be_used_with_another_token() {
+    let env = Env::new().await;
+    let http = serve(&env, &[]).await;
+    let opened = http
+        .post_mcp(
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            &initialize_body(),
+        )
+        .await;
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+    let hijack = http
+        .post_mcp(
+            &[
+                ("authorization", &format!("Bearer {BOB_TOKEN}")),
+                ("mcp-session-id", &session),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+            &ping,
+        )
+        .await;
+    assert_eq!(hijack.status(), 403);
+    let owner = http
+        .post_mcp(
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("mcp-session-id", &session),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+    assert!(owner.status().is_success(), "{}", owner.status());
+}
+
+#[tokio::test]
+async fn foreign_origins_and_hosts_get_403() {
+    let env = Env::new().await;
+    let http = serve(
+        &env,
+        &[
+            "--allowed-origin",
+            "https://app.example.com",
+            "--allowed-host",
+            "mcp.example.com",
+        ],
+    )
+    .await;
+    let auth = format!("Bearer {TOKEN}");
+    let evil = http
+        .post_mcp(
+            &[("authorization", &auth), ("origin", "https://evil.example")],
+            &initialize_body(),
+        )
+        .await;
+    assert_eq!(evil.status(), 403);
+    let good = http
+        .post_mcp(
+            &[
+                ("authorization", &auth),
+                ("origin", "https://app.example.com"),
+            ],
+            &initialize_body(),
+        )
+        .await;
+    assert_eq!(good.status(), 200);
+    let rebinding = http
+        .post_mcp(
+            &[("authorization", &auth), ("host", "attacker.example:8790")],
+            &initialize_body(),
+        )
+        .await;
+    assert_eq!(rebinding.status(), 403);
+    let proxied = http
+        .post_mcp(
+            &[("authorization", &auth), ("host", "mcp.example.com")],
+            &initialize_body(),
+        )
+        .await;
+    assert_eq!(proxied.status(), 200);
+    // The legacy transport is guarded the same way.
+    let sse = reqwest::Client::new()
+        .get(format!("{}/sse", http.base))
+        .bearer_auth(TOKEN)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 403);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let env = Env::new().await;
+    let http = serve(&env, &["--max-body", "1KiB"]).await;
+    let mut body = initialize_body();
+    body["params"]["clientInfo"]["name"] = json!("x".repeat(2048));
+    let response = http
+        .post_mcp(&[("authorization", &format!("Bearer {TOKEN}"))], &body)
+        .await;
+    assert_eq!(response.status(), 413);
+}
+
+#[tokio::test]
+async fn idle_sessions_expire() {
+    let env = Env::new().await;
+    let http = serve(&env, &["--session-idle-timeout", "1s"]).await;
+    let auth = format!("Bearer {TOKEN}");
+    let opened = http
+        .post_mcp(&[("authorization", &auth)], &initialize_body())
+        .await;
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    http.wait_for_log(&format!("session opened session={session}"))
+        .await;
+    http.wait_for_log("session ended").await;
+    let late = http
+        .post_mcp(
+            &[
+                ("authorization", &auth),
+                ("mcp-session-id", &session),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+            &json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}),
+        )
+        .await;
+    assert_eq!(late.status(), 404, "an expired session is unknown");
+}
+
+#[tokio::test]
+async fn sessions_per_token_are_limited() {
+    let env = Env::new().await;
+    let http = serve(&env, &["--max-sessions-per-token", "2"]).await;
+    let auth = format!("Bearer {TOKEN}");
+    for _ in 0..2 {
+        assert_eq!(
+            http.post_mcp(&[("authorization", &auth)], &initialize_body())
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        http.post_mcp(&[("authorization", &auth)], &initialize_body())
+            .await
+            .status(),
+        429
+    );
+    let bob = format!("Bearer {BOB_TOKEN}");
+    assert_eq!(
+        http.post_mcp(&[("authorization", &bob)], &initialize_body())
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_call_in_flight_finish() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let mut http = serve(&env, &["--max-call-wait", "0", "--shutdown-grace", "5m"]).await;
+    let client = Server::http(&http.mcp_url(), TOKEN, &[]).await.unwrap();
+    let handle = client
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    http.terminate();
+    http.wait_for_log("shutting down").await;
+    env.sim.release_builds();
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(structured(&result)["build_status"], "running");
+    assert!(http.wait_exit().await.success());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_cancels_calls_after_the_grace_period() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let mut http = serve(&env, &["--max-call-wait", "0", "--shutdown-grace", "1s"]).await;
+    let client = Server::http(&http.mcp_url(), TOKEN, &[]).await.unwrap();
+    let handle = client
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    http.terminate();
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!()
+    };
+    assert!(error_text(&result).contains("the server is shutting down"));
+    assert!(http.wait_exit().await.success());
+}
+
+#[tokio::test]
+async fn shared_identity_needs_the_static_bearer() {
+    let env = Env::new().await;
+    let http = HttpServer::spawn(
+        &env.sim.url(),
+        &["--shared-identity", "--auth-token", "static-bearer-123"],
+        &[("CODER_SESSION_TOKEN", TOKEN)],
+    )
+    .await;
+    let client = Server::http(&http.mcp_url(), "static-bearer-123", &[])
+        .await
+        .unwrap();
+    let out = structured(&client.call("create_workspace", env.create_args()).await);
+    assert_eq!(out["owner"], "alice");
+    assert!(
+        Server::http(&http.mcp_url(), TOKEN, &[]).await.is_err(),
+        "a Coder token is not the bearer"
+    );
+    assert!(!http.log().contains("static-bearer-123"));
+    assert_no_tokens(&http.log());
+}
+
+#[tokio::test]
+async fn legacy_sse_transport_end_to_end() {
+    let env = Env::new().await;
+    let http = serve(&env, &[]).await;
+    let mut client = LegacyClient::connect(&http.base, TOKEN).await;
+    assert!(client.endpoint.starts_with("/messages?sessionId="));
+    let tools = client.request("tools/list", json!({})).await;
+    assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 3);
+    let (result, progress) = client
+        .call_tool("create_workspace", env.create_args())
+        .await;
+    assert_eq!(result["isError"], false, "{result}");
+    assert_eq!(result["structuredContent"]["owner"], "alice");
+    assert!(
+        progress.len() >= 3,
+        "progress flows on the event stream: {progress:?}"
+    );
+    let values: Vec<f64> = progress
+        .iter()
+        .map(|p| p["params"]["progress"].as_f64().unwrap())
+        .collect();
+    assert!(values.windows(2).all(|w| w[1] > w[0]), "{values:?}");
+    // Same session, same workspace.
+    let (again, _) = client
+        .call_tool("create_workspace", env.create_args())
+        .await;
+    assert_eq!(again["structuredContent"]["status"], "already_exists");
+
+    // Another token cannot post into this session; an unknown session is 404.
+    let ping = json!({"jsonrpc": "2.0", "id": 99, "method": "ping"});
+    assert_eq!(client.post_as(BOB_TOKEN, &ping).await, 403);
+    let unknown = reqwest::Client::new()
+        .post(format!("{}/messages?sessionId=nope", http.base))
+        .bearer_auth(TOKEN)
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let no_token = reqwest::Client::new()
+        .get(format!("{}/sse", http.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 401);
+    assert_no_tokens(&http.log());
+}
+
+#[tokio::test]
+async fn health_endpoints() {
+    let env = Env::new().await;
+    let http = serve(&env, &[]).await;
+    let health = reqwest::get(format!("{}/healthz", http.base))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("{}/readyz", http.base)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
+    env.sim.inject_fault(
+        coder_workspace_mcp::sim::Fault::new(http::Method::GET, "/api/v2/buildinfo", 503).times(10),
+    );
+    let not_ready = reqwest::get(format!("{}/readyz", http.base)).await.unwrap();
+    assert_eq!(not_ready.status(), 503);
+}
