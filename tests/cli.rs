@@ -185,3 +185,84 @@ fn the_demo_runs_the_whole_flow() {
         );
     }
 }
+
+#[test]
+fn mcp_json_example_has_an_entry_per_client() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mcp.json.example")).unwrap();
+    let example: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    for client in ["claude_desktop", "claude_code", "cursor", "vscode"] {
+        let config = &example[client]["config"];
+        let servers = config
+            .get("mcpServers")
+            .or_else(|| config.get("servers"))
+            .unwrap_or_else(|| panic!("{client}"));
+        let coder = &servers["coder"];
+        assert_eq!(coder["command"], "coder-workspace-mcp", "{client}");
+        assert_eq!(coder["args"][0], "stdio", "{client}");
+        assert!(
+            coder["env"]["CODER_URL"].is_string()
+                && coder["env"]["CODER_SESSION_TOKEN"].is_string(),
+            "{client}"
+        );
+    }
+    assert_eq!(
+        example["vscode"]["config"]["servers"]["coder"]["type"],
+        "stdio"
+    );
+    for client in [
+        "claude_code_remote",
+        "cursor_remote",
+        "vscode_remote",
+        "legacy_sse_remote",
+    ] {
+        let config = &example[client]["config"];
+        let servers = config
+            .get("mcpServers")
+            .or_else(|| config.get("servers"))
+            .unwrap();
+        let coder = &servers["coder"];
+        assert!(
+            coder["url"].as_str().unwrap().ends_with("/mcp")
+                || coder["url"].as_str().unwrap().ends_with("/sse"),
+            "{client}"
+        );
+        assert!(
+            coder["headers"]["Authorization"]
+                .as_str()
+                .unwrap()
+                .starts_with("Bearer "),
+            "{client}"
+        );
+    }
+}
+
+#[test]
+fn serve_help_explains_the_http_flags() {
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--listen",
+        "--allowed-host",
+        "--allowed-origin",
+        "--max-body",
+        "--session-idle-timeout",
+        "--max-sessions",
+        "--max-sessions-per-token",
+        "--shutdown-grace",
+        "--shared-identity",
+        "--auth-token",
+    ] {
+        assert!(help.contains(flag), "serve --help does not mention {flag}");
+    }
+}
+
+#[test]
+fn shared_identity_requires_an_auth_token() {
+    let (code, stderr) = run(&["serve", "--shared-identity"], &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--auth-token"), "{stderr}");
+}

@@ -109,6 +109,7 @@ impl Engine {
             cancel,
             deadline: self.config.max_call_wait.map(|d| Instant::now() + d),
             started: Instant::now(),
+            by_name: request.by_name,
             progress: ProgressTracker::new(sink, self.config.heartbeat),
         };
         let slot = self.sessions.slot(key);
@@ -174,6 +175,8 @@ struct Call<'a> {
     cancel: &'a CancellationToken,
     deadline: Option<Instant>,
     started: Instant,
+    /// Sessionless: the workspace was found by name, not remembered by a session.
+    by_name: bool,
     progress: ProgressTracker<'a>,
 }
 
@@ -654,6 +657,15 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// How the answer names an existing workspace.
+    fn whose(&self, ws: &Workspace) -> String {
+        if self.by_name {
+            format!("workspace {:?}", ws.name)
+        } else {
+            "this session's workspace".to_owned()
+        }
+    }
+
     /// Builds the answer from the final snapshot.
     fn result(
         &self,
@@ -700,7 +712,10 @@ impl<'a> Call<'a> {
             (_, Origin::Created) => format!("workspace {:?} created", ws.name),
             (_, Origin::Existing { was_building: true }) => {
                 result.status = Some(CallStatus::AlreadyExists);
-                "this session's workspace was already being built; the build completed".to_owned()
+                format!(
+                    "{} was already being built; the build completed",
+                    self.whose(ws)
+                )
             }
             (
                 _,
@@ -709,7 +724,7 @@ impl<'a> Call<'a> {
                 },
             ) => {
                 result.status = Some(CallStatus::AlreadyExists);
-                "this session's workspace is already running and reachable".to_owned()
+                format!("{} is already running and reachable", self.whose(ws))
             }
         };
         match readiness {
