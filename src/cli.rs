@@ -121,7 +121,10 @@ async fn serve_http(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
     let shared = if args.shared_identity {
         let credentials = resolve_credentials(&cli.coder).map_err(anyhow::Error::msg)?;
         let identity = Arc::new(connect(credentials).await?);
-        let bearer = SessionToken::new(args.auth_token.clone().unwrap_or_default());
+        let bearer = args
+            .auth_token
+            .clone()
+            .unwrap_or_else(|| SessionToken::new(""));
         if bearer.is_empty() {
             anyhow::bail!(
                 "--shared-identity needs a non-empty --auth-token (or CODER_MCP_AUTH_TOKEN)"

@@ -96,9 +96,10 @@ pub struct ServeArgs {
         long,
         env = "CODER_MCP_AUTH_TOKEN",
         hide_env_values = true,
-        value_name = "TOKEN"
+        value_name = "TOKEN",
+        value_parser = parse_secret
     )]
-    pub auth_token: Option<String>,
+    pub auth_token: Option<SessionToken>,
 }
 
 /// Byte sizes: `1048576`, `512KiB`, `1MiB`, `2MB`, `64kb`.
@@ -117,7 +118,9 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "m" | "mb" | "mib" => 1024 * 1024,
         other => return Err(format!("unknown size unit {other:?} (use B, KiB or MiB)")),
     };
-    Ok(number * factor)
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Where Coder is and who we are there.
@@ -133,9 +136,16 @@ pub struct CoderArgs {
         env = "CODER_SESSION_TOKEN",
         global = true,
         hide_env_values = true,
-        value_name = "TOKEN"
+        value_name = "TOKEN",
+        value_parser = parse_secret
     )]
-    pub token: Option<String>,
+    pub token: Option<SessionToken>,
+}
+
+/// Secrets are parsed straight into the redacting type, so even a `Debug` print of
+/// the command line cannot show them.
+fn parse_secret(text: &str) -> Result<SessionToken, String> {
+    Ok(SessionToken::new(text))
 }
 
 /// How long to wait, and for what.
@@ -157,6 +167,10 @@ pub struct TimingArgs {
     /// about 60 s; `0` waits until done, for clients that keep waiting while progress flows.
     #[arg(long, global = true, default_value = "45s", value_parser = parse_duration, value_name = "DURATION")]
     pub max_call_wait: Duration,
+    /// How to follow a build: `stream` (Coder's watch stream, polling only as a fallback)
+    /// or `polling` (GET every 2 s, like Coder's own tool; the benchmarks' baseline).
+    #[arg(long, global = true, default_value = "stream", value_parser = ["stream", "polling"], hide = true)]
+    pub watch_mode: String,
 }
 
 impl TimingArgs {
@@ -166,6 +180,10 @@ impl TimingArgs {
             agent_timeout: self.agent_timeout,
             startup_timeout: self.startup_timeout,
             max_call_wait: (!self.max_call_wait.is_zero()).then_some(self.max_call_wait),
+            watch: crate::coder::WatchConfig {
+                polling_only: self.watch_mode == "polling",
+                ..Default::default()
+            },
             ..EngineConfig::default()
         }
     }
@@ -232,17 +250,10 @@ pub fn resolve_credentials(args: &CoderArgs) -> Result<Credentials, String> {
         let text = text.trim().to_owned();
         (!text.is_empty()).then(|| (text, path.display().to_string()))
     };
-    let non_empty = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-
     let (url, url_source) = resolve_url(args)?;
-    let (token, token_source) = match non_empty(&args.token) {
+    let (token, token_source) = match args.token.clone().filter(|t| !t.is_empty()) {
         Some(token) => (token, "--token/CODER_SESSION_TOKEN".to_owned()),
-        None => from_file("session").ok_or_else(|| {
+        None => from_file("session").map(|(t, source)| (SessionToken::new(t), source)).ok_or_else(|| {
             format!(
                 "no Coder session token: set CODER_SESSION_TOKEN (create a token with `coder tokens create`), or run `coder login` (which stores it in {}; on macOS and Windows it may use the OS keyring instead, then set CODER_SESSION_TOKEN)",
                 describe_dir(dir.as_deref(), "session")
@@ -251,7 +262,7 @@ pub fn resolve_credentials(args: &CoderArgs) -> Result<Credentials, String> {
     };
     Ok(Credentials {
         url,
-        token: SessionToken::new(token),
+        token,
         url_source,
         token_source,
     })

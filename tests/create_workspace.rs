@@ -32,7 +32,11 @@ async fn happy_path_streams_progress_in_order() {
         if server
             .progress(&token)
             .iter()
-            .any(|p| p.message.as_deref().unwrap_or("").starts_with("building"))
+            // A build-log stage was reported: "building docker-xxxx: <stage>".
+            .any(|p| {
+                let m = p.message.as_deref().unwrap_or("");
+                m.starts_with("building docker-") && m.contains(": ")
+            })
         {
             break;
         }
@@ -98,6 +102,8 @@ async fn happy_path_streams_progress_in_order() {
         first("creating workspace"),
         first("queued"),
         first("building"),
+        first("waiting for agent main to connect"),
+        first("running startup scripts"),
         first("is ready"),
     ];
     assert!(
@@ -148,7 +154,7 @@ async fn second_call_returns_the_running_workspace() {
 async fn max_call_wait_answers_building_and_the_next_call_finishes_the_same_workspace() {
     let env = Env::new().await;
     env.sim.set_build_plan(env.docker.id, BuildPlan::held());
-    let server = env.server(&["--max-call-wait", "1s"]).await;
+    let server = env.server(&["--max-call-wait", "5s"]).await;
 
     // The build is held, so the call's own limit must come first.
     let first = structured(&server.call("create_workspace", env.create_args()).await);
@@ -204,6 +210,19 @@ async fn concurrent_calls_in_one_session_create_one_workspace() {
         .start_call("create_workspace", env.create_args())
         .await;
     env.sim.wait_until(|v| v.held_builds() == 1).await;
+    // The calls really overlap: while one creates, the two others wait for the
+    // session's lock (whichever got there first).
+    let mut waiting = 0;
+    for call in [&a, &b, &c] {
+        server.wait_for_progress(&call.progress_token, 1).await;
+        let first = server.progress(&call.progress_token)[0]
+            .message
+            .clone()
+            .unwrap_or_default();
+        waiting +=
+            first.contains("waiting for this session's other create_workspace call") as usize;
+    }
+    assert_eq!(waiting, 2);
     env.sim.release_builds();
     let mut results = Vec::new();
     for handle in [a, b, c] {
@@ -506,4 +525,59 @@ async fn coders_own_rejection_reaches_the_model() {
         "{error}"
     );
     assert!(error.contains("Pass another name"), "{error}");
+}
+
+#[tokio::test]
+async fn a_refused_start_is_an_error_not_a_loop() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
+    env.sim.stop_workspace(id);
+    env.sim
+        .wait_until(|v| {
+            v.workspace(id)
+                .is_some_and(|w| w.latest_build.status == WorkspaceStatus::Stopped)
+        })
+        .await;
+    env.sim.inject_fault(
+        coder_workspace_mcp::sim::Fault::new(http::Method::POST, "/builds", 409)
+            .message("A workspace build is already active."),
+    );
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(
+        error.contains("Coder refused to start the stopped workspace") && error.contains("409"),
+        "{error}"
+    );
+    assert_eq!(
+        env.sim.view().requests_matching("POST", "/builds"),
+        1,
+        "asked once, not in a loop"
+    );
+    // Once Coder accepts, the next call starts it.
+    let again = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(again["workspace_id"], first["workspace_id"]);
+    assert_eq!(again["build_status"], "running");
+}
+
+#[tokio::test]
+async fn the_polling_baseline_mode_polls_and_never_streams() {
+    let env = Env::new().await;
+    let server = env.server(&["--watch-mode", "polling"]).await;
+    let out = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(out["build_status"], "running");
+    let id = out["workspace_id"].as_str().unwrap();
+    let requests = env.sim.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path == format!("/api/v2/workspaces/{id}")),
+        "it polled"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.path.contains("/watch") || r.path.contains("/logs")),
+        "no streams in polling mode"
+    );
 }

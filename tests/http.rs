@@ -497,3 +497,84 @@ async fn health_endpoints() {
     let not_ready = reqwest::get(format!("{}/readyz", http.base)).await.unwrap();
     assert_eq!(not_ready.status(), 503);
 }
+
+#[tokio::test]
+async fn stateless_calls_with_an_invalid_name_still_find_their_workspace() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let http = serve(&env, &["--max-call-wait", "1s"]).await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "create_workspace",
+        "arguments": {"template_id": env.docker.id.to_string(), "name": "My WS"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {},
+                  "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "0"}}}});
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "create_workspace"),
+    ];
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let text = http.post_mcp(&headers, &body).await.text().await.unwrap();
+        let data = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap()
+            .to_owned();
+        let message: serde_json::Value = serde_json::from_str(&data).unwrap();
+        results.push(message["result"]["structuredContent"].clone());
+    }
+    // Both calls hit the call limit while the build is held...
+    assert_eq!(results[0]["status"], "building", "{:?}", results[0]);
+    assert!(
+        results[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("name \"my-ws-"),
+        "{:?}",
+        results[0]
+    );
+    // ...and the second waited for the first one's workspace instead of making another.
+    assert_eq!(results[1]["workspace_id"], results[0]["workspace_id"]);
+    assert_eq!(env.workspaces().len(), 1);
+    env.sim.release_builds();
+}
+
+#[tokio::test]
+async fn delete_ends_a_session() {
+    let env = Env::new().await;
+    let http = serve(&env, &[]).await;
+    let auth = format!("Bearer {TOKEN}");
+    let opened = http
+        .post_mcp(&[("authorization", &auth)], &initialize_body())
+        .await;
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let deleted = reqwest::Client::new()
+        .delete(http.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    http.wait_for_log("session closed by the client").await;
+    let late = http
+        .post_mcp(
+            &[
+                ("authorization", &auth),
+                ("mcp-session-id", &session),
+                ("mcp-protocol-version", "2025-06-18"),
+            ],
+            &json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}),
+        )
+        .await;
+    assert_eq!(late.status(), 404);
+}

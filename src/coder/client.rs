@@ -113,10 +113,16 @@ impl CoderClient {
     }
 
     pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
+        let mut request = self
+            .http
             .request(method, self.api_url(path))
-            .header(SESSION_TOKEN_HEADER, self.token.expose())
-            .timeout(self.request_timeout)
+            .timeout(self.request_timeout);
+        if let Ok(mut token) = reqwest::header::HeaderValue::from_str(self.token.expose()) {
+            // Sensitive headers are left out of the `Debug` output of requests.
+            token.set_sensitive(true);
+            request = request.header(SESSION_TOKEN_HEADER, token);
+        }
+        request
     }
 
     // ---- endpoints -------------------------------------------------------------
@@ -129,6 +135,25 @@ impl CoderClient {
     /// `GET /buildinfo` (no authentication needed).
     pub async fn build_info(&self) -> Result<BuildInfoResponse, CoderError> {
         self.get("/buildinfo").await
+    }
+
+    /// `GET /buildinfo` once, with a short timeout: for readiness probes, which must
+    /// answer fast rather than wait through retries.
+    pub async fn probe(&self) -> Result<BuildInfoResponse, CoderError> {
+        let request = self
+            .http
+            .get(self.api_url("/buildinfo"))
+            .timeout(Duration::from_secs(5));
+        let response = request.send().await.map_err(|e| self.network_error(e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.network_error(e))?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CoderError::Decode {
+            what: "GET /buildinfo".into(),
+            reason: e.to_string(),
+        })
     }
 
     /// `GET /templates`: the templates the user can use (Coder leaves deprecated ones out).

@@ -17,6 +17,9 @@ use super::client::{CoderClient, SESSION_TOKEN_HEADER, api_error};
 use super::error::CoderError;
 use super::types::{ProvisionerJobLog, Response, ServerSentEvent, ServerSentEventType, Workspace};
 
+/// How long opening a stream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How a workspace is being watched right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchSource {
@@ -34,6 +37,9 @@ pub struct WatchConfig {
     pub stream_retry: Duration,
     /// A stream silent for this long (not even a ping) is considered dead.
     pub stream_idle_timeout: Duration,
+    /// Never open a stream; poll only, like Coder's own tool. The baseline of the
+    /// benchmarks (`--watch-mode polling`), not meant for production.
+    pub polling_only: bool,
 }
 
 impl Default for WatchConfig {
@@ -42,6 +48,7 @@ impl Default for WatchConfig {
             poll_interval: Duration::from_secs(2),
             stream_retry: Duration::from_secs(10),
             stream_idle_timeout: Duration::from_secs(90),
+            polling_only: false,
         }
     }
 }
@@ -138,8 +145,11 @@ impl Watcher {
     async fn watch(&self) -> Result<(), CoderError> {
         let mut next_stream_attempt = Instant::now();
         let mut next_poll = Instant::now();
+        // Streams that died soon after opening, in a row: a stream that a proxy accepts
+        // and drops at once must not be reopened in a tight loop.
+        let mut quick_drops = 0u32;
         loop {
-            if Instant::now() >= next_stream_attempt {
+            if !self.config.polling_only && Instant::now() >= next_stream_attempt {
                 match self.open().await? {
                     Opened::Stream(stream) => {
                         let kind = match stream {
@@ -148,20 +158,25 @@ impl Watcher {
                         };
                         let _ = self.source.send(kind);
                         tracing::debug!(workspace = %self.workspace, source = ?kind, "watching workspace");
+                        let opened = Instant::now();
                         if !self.forward(stream).await? {
                             return Ok(());
                         }
-                        // The stream dropped: try once more at once, then poll.
-                        tracing::info!(workspace = %self.workspace, "workspace watch stream dropped; reconnecting");
-                        next_stream_attempt = Instant::now();
-                        if let Opened::Stream(stream) = self.open().await? {
+                        if opened.elapsed() >= self.config.stream_retry {
+                            quick_drops = 0;
+                        } else {
+                            quick_drops += 1;
+                        }
+                        if quick_drops <= 1 {
+                            // Reconnect at once; the new stream starts with the current state.
+                            tracing::info!(workspace = %self.workspace, "workspace watch stream dropped; reconnecting");
+                            next_stream_attempt = Instant::now();
                             next_poll = Instant::now();
-                            if !self.forward(stream).await? {
-                                return Ok(());
-                            }
                             continue;
                         }
+                        tracing::info!(workspace = %self.workspace, "workspace watch stream keeps dropping; polling for a while");
                         next_stream_attempt = Instant::now() + self.config.stream_retry;
+                        next_poll = Instant::now();
                     }
                     Opened::Unavailable(why) => {
                         tracing::info!(workspace = %self.workspace, reason = %why, "no workspace watch stream; polling every {:?}", self.config.poll_interval);
@@ -251,15 +266,23 @@ impl Watcher {
 
     async fn open_sse(&self) -> Result<Stream, CoderError> {
         let path = format!("/workspaces/{}/watch", self.workspace);
-        let response = self
+        let request = self
             .client
             .http()
             .get(self.client.api_url(&path))
             .header(SESSION_TOKEN_HEADER, self.client.token().expose())
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .await
-            .map_err(|e| self.client.network_error(e))?;
+            .send();
+        // A proxy that buffers the event stream never sends the headers: give up and poll.
+        let response = match tokio::time::timeout(CONNECT_TIMEOUT, request).await {
+            Ok(response) => response.map_err(|e| self.client.network_error(e))?,
+            Err(_) => {
+                return Err(CoderError::Network {
+                    url: self.client.base_url().to_owned(),
+                    reason: format!("{path}: no answer within {CONNECT_TIMEOUT:?}"),
+                });
+            }
+        };
         let status = response.status();
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();
@@ -350,7 +373,7 @@ async fn connect_websocket(client: &CoderClient, path: &str) -> Result<WsStream,
         })?;
     request.headers_mut().insert(SESSION_TOKEN_HEADER, token);
     let connect = tokio_tungstenite::connect_async(request);
-    match tokio::time::timeout(Duration::from_secs(15), connect).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok((stream, _))) => Ok(stream),
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status();

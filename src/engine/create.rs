@@ -118,7 +118,7 @@ impl Engine {
             Locked::NotInTime(result) => return Ok(*result),
         };
         let remembered = if request.by_name {
-            call.find_by_name(&request).await?
+            call.find_by_name(&state, &request).await?
         } else {
             state.workspace().cloned()
         };
@@ -181,16 +181,37 @@ struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    /// Runs `fut` unless the call is cancelled first.
-    async fn guard<T>(&self, fut: impl Future<Output = T>) -> Result<T, CreateError> {
-        tokio::select! {
-            biased;
-            _ = self.cancel.cancelled() => Err(CreateError::Cancelled),
-            out = fut => Ok(out),
+    /// Runs `fut` unless the call is cancelled first, keeping progress flowing meanwhile
+    /// (a slow Coder answer, with its retries, must not look like a dead call).
+    async fn guard<T>(&mut self, fut: impl Future<Output = T>) -> Result<T, CreateError> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(CreateError::Cancelled),
+                out = &mut fut => return Ok(out),
+                _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
+                    self.progress.heartbeat().await;
+                }
+            }
+        }
+    }
+
+    /// Runs `fut` to completion even if the call is cancelled meanwhile, keeping progress flowing.
+    async fn shielded<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return out,
+                _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
+                    self.progress.heartbeat().await;
+                }
+            }
         }
     }
 
     async fn lock_session(&mut self, slot: &'a SessionSlot) -> Result<Locked<'a>, CreateError> {
+        let client = self.client;
         let lock = slot.lock();
         tokio::pin!(lock);
         // Uncontended: no progress noise.
@@ -215,7 +236,7 @@ impl<'a> Call<'a> {
                         ));
                     };
                     let ws = self
-                        .guard(self.client.workspace(remembered.id))
+                        .guard(client.workspace(remembered.id))
                         .await?
                         .map_err(|e| CreateError::coder("could not load this session's workspace", e))?;
                     let phase = phase_of(&ws);
@@ -234,20 +255,30 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// By-name mode: the existing workspace called `request.name`, if any.
+    /// By-name mode: the workspace an earlier call made for this requested name (which
+    /// may differ from it, e.g. an invalid name made valid), else the existing workspace
+    /// of that name, if any.
     async fn find_by_name(
-        &self,
+        &mut self,
+        state: &SessionState,
         request: &CreateRequest,
     ) -> Result<Option<RememberedWorkspace>, CreateError> {
-        let Some(name) = request
+        let client = self.client;
+        let Some(requested) = request
             .name
             .as_deref()
             .map(str::trim)
-            .filter(|n| name_problem(n).is_none())
+            .filter(|n| !n.is_empty())
         else {
             return Ok(None);
         };
-        match self.guard(self.client.workspace_by_name(name)).await? {
+        if let Some(remembered) = state.named(requested) {
+            return Ok(Some(remembered.clone()));
+        }
+        let Some(name) = Some(requested).filter(|n| name_problem(n).is_none()) else {
+            return Ok(None);
+        };
+        match self.guard(client.workspace_by_name(name)).await? {
             Ok(ws) => Ok(Some(RememberedWorkspace {
                 id: ws.id,
                 name: ws.name,
@@ -268,7 +299,8 @@ impl<'a> Call<'a> {
         remembered: &RememberedWorkspace,
         request: &CreateRequest,
     ) -> Result<Option<CreateWorkspaceResult>, CreateError> {
-        let ws = match self.guard(self.client.workspace(remembered.id)).await? {
+        let client = self.client;
+        let ws = match self.guard(client.workspace(remembered.id)).await? {
             Ok(ws) => ws,
             Err(err) if err.is_not_found() => {
                 tracing::info!(workspace = %remembered.name, "the session's workspace is gone; creating a new one");
@@ -317,11 +349,12 @@ impl<'a> Call<'a> {
         request: CreateRequest,
         name_taken: bool,
     ) -> Result<CreateWorkspaceResult, CreateError> {
+        let client = self.client;
         let template_id = request.template_id;
         self.progress
             .update(Phase::Preparing, "reading the template")
             .await;
-        let template = match self.guard(self.client.template(template_id)).await? {
+        let template = match self.guard(client.template(template_id)).await? {
             Ok(template) => template,
             Err(err) if matches!(err.status(), Some(400 | 403 | 404)) => {
                 return Err(CreateError::InvalidArguments(format!(
@@ -331,7 +364,7 @@ impl<'a> Call<'a> {
             Err(err) => return Err(CreateError::coder("could not read the template", err)),
         };
         let parameters = self
-            .guard(self.client.rich_parameters(template.active_version_id))
+            .guard(client.rich_parameters(template.active_version_id))
             .await?
             .map_err(|e| CreateError::coder("could not read the template's parameters", e))?;
         let rich_parameter_values = validate_parameters(&request.parameters, &parameters)
@@ -372,11 +405,13 @@ impl<'a> Call<'a> {
             rich_parameter_values,
         };
         let created_after = Utc::now() - chrono::Duration::seconds(60);
-        let ws = match self.guard(self.client.create_workspace(&body)).await? {
+        // Not raced against cancellation: a create that Coder carried out must be
+        // remembered, or the next call would make a second workspace.
+        let ws = match self.shielded(client.create_workspace(&body)).await {
             Ok(ws) => ws,
             Err(err) if err.is_transient() => {
                 // The create may have gone through before the failure: look before leaping.
-                match self.guard(self.client.workspace_by_name(&name)).await? {
+                match self.shielded(client.workspace_by_name(&name)).await {
                     Ok(ws) if ws.template_id == template_id && ws.created_at >= created_after => {
                         tracing::info!(workspace = %name, error = %err, "the create failed in transit but the workspace exists; adopting it");
                         ws
@@ -397,13 +432,19 @@ impl<'a> Call<'a> {
             }
         };
         tracing::info!(workspace = %ws.name, id = %ws.id, "workspace created");
-        slot.remember(
-            state,
-            RememberedWorkspace {
-                id: ws.id,
-                name: ws.name.clone(),
-            },
-        );
+        let remembered = RememberedWorkspace {
+            id: ws.id,
+            name: ws.name.clone(),
+        };
+        if request.by_name
+            && let Some(requested) = requested
+        {
+            state.remember_named(requested, remembered.clone());
+        }
+        slot.remember(state, remembered);
+        if self.cancel.is_cancelled() {
+            return Err(CreateError::Cancelled);
+        }
         let (ws, readiness, _) = self.wait_ready(state, ws).await?;
         let result = self.result(&ws, true, readiness, Origin::Created, renamed);
         Ok(self.with_startup_log(result, &ws).await)
@@ -416,6 +457,7 @@ impl<'a> Call<'a> {
         state: &mut SessionState,
         mut ws: Workspace,
     ) -> Result<(Workspace, Readiness, bool), CreateError> {
+        let client = self.client;
         let mut watch =
             WorkspaceWatch::start(self.client.clone(), ws.id, self.config.watch.clone());
         let mut logs: Option<(Uuid, BuildLogFollower)> = None;
@@ -444,10 +486,25 @@ impl<'a> Call<'a> {
                         template_version_id: None,
                         rich_parameter_values: Vec::new(),
                     };
-                    match self.guard(self.client.create_build(ws.id, &start)).await? {
+                    let stopped_build = ws.latest_build.build_number;
+                    match self.shielded(client.create_build(ws.id, &start)).await {
                         Ok(build) => ws.latest_build = build,
-                        // Someone else started a build meanwhile: the watch will show it.
-                        Err(err) if err.status() == Some(409) => {}
+                        // 409: a build is already active. If someone else started the
+                        // workspace meanwhile, follow that build; otherwise give up
+                        // rather than ask again and again.
+                        Err(err) if err.status() == Some(409) => {
+                            let current =
+                                self.guard(client.workspace(ws.id)).await?.map_err(|e| {
+                                    CreateError::coder("could not reload the workspace", e)
+                                })?;
+                            if current.latest_build.build_number <= stopped_build {
+                                return Err(CreateError::coder(
+                                    "Coder refused to start the stopped workspace",
+                                    err,
+                                ));
+                            }
+                            ws = current;
+                        }
                         Err(err) => {
                             return Err(CreateError::coder(
                                 "could not start the stopped workspace",
@@ -565,7 +622,9 @@ impl<'a> Call<'a> {
             ProvisionerJobStatus::Running
             | ProvisionerJobStatus::Canceling
             | ProvisionerJobStatus::Unknown => {
-                if logs.as_ref().is_none_or(|(id, _)| *id != build.id) {
+                if !self.config.watch.polling_only
+                    && logs.as_ref().is_none_or(|(id, _)| *id != build.id)
+                {
                     *logs = Some((
                         build.id,
                         BuildLogFollower::start(self.client.clone(), build.id),
@@ -622,7 +681,9 @@ impl<'a> Call<'a> {
                 },
                 lifecycle => Step::Done(Readiness::ScriptsFailed(lifecycle)),
             },
-            WorkspaceAgentStatus::Connecting => Step::Wait {
+            // Coder marks an agent `timeout` after its own connection timeout, but it may
+            // still connect: only our --agent-timeout ends the wait.
+            WorkspaceAgentStatus::Connecting | WorkspaceAgentStatus::Timeout => Step::Wait {
                 phase: Phase::AgentConnecting,
                 message: format!("build done; waiting for agent {} to connect", agent.name),
                 timeout: Some((
@@ -702,8 +763,14 @@ impl<'a> Call<'a> {
                     Phase::StartupScripts => CallStatus::RunningStartupScripts,
                     _ => CallStatus::Building,
                 });
+                // Without a session, only the name ties the next call to this workspace.
+                let how = if self.by_name {
+                    format!("with the same template_id and name {:?}", ws.name)
+                } else {
+                    "with the same arguments".to_owned()
+                };
                 format!(
-                    "workspace {:?} is still coming up ({}) after {} s; this is normal, builds often take minutes; call create_workspace again with the same arguments to keep waiting: it waits for this same workspace and never creates a second one.",
+                    "workspace {:?} is still coming up ({}) after {} s; this is normal, builds often take minutes; call create_workspace again {how} to keep waiting: it waits for this same workspace and never creates a second one.",
                     ws.name,
                     describe_phase(*phase),
                     self.started.elapsed().as_secs()
@@ -806,10 +873,7 @@ fn unusable(ws: &Workspace) -> Option<String> {
     if build.transition == WorkspaceTransition::Start
         && build.job.status == ProvisionerJobStatus::Succeeded
         && let Some(agent) = build.first_agent()
-        && matches!(
-            agent.status,
-            WorkspaceAgentStatus::Disconnected | WorkspaceAgentStatus::Timeout
-        )
+        && agent.status == WorkspaceAgentStatus::Disconnected
     {
         return Some(format!("its agent is {}", agent.status));
     }
@@ -821,7 +885,12 @@ fn phase_of(ws: &Workspace) -> Phase {
     match build.job.status {
         ProvisionerJobStatus::Pending => Phase::Queued,
         ProvisionerJobStatus::Succeeded => match build.first_agent() {
-            Some(agent) if agent.status == WorkspaceAgentStatus::Connecting => {
+            Some(agent)
+                if matches!(
+                    agent.status,
+                    WorkspaceAgentStatus::Connecting | WorkspaceAgentStatus::Timeout
+                ) =>
+            {
                 Phase::AgentConnecting
             }
             Some(agent) if agent.lifecycle_state.is_starting() => Phase::StartupScripts,

@@ -47,12 +47,23 @@ pub enum WaitKind {
 #[derive(Debug, Default)]
 pub struct SessionState {
     workspace: Option<RememberedWorkspace>,
+    /// Sessionless callers: the workspace made for each requested name.
+    named: HashMap<String, RememberedWorkspace>,
     clocks: HashMap<(Uuid, WaitKind), Instant>,
 }
 
 impl SessionState {
     pub fn workspace(&self) -> Option<&RememberedWorkspace> {
         self.workspace.as_ref()
+    }
+
+    /// The workspace an earlier sessionless call made for `requested` (a name).
+    pub fn named(&self, requested: &str) -> Option<&RememberedWorkspace> {
+        self.named.get(requested)
+    }
+
+    pub fn remember_named(&mut self, requested: &str, workspace: RememberedWorkspace) {
+        self.named.insert(requested.to_owned(), workspace);
     }
 
     /// When waiting of `kind` for `build` began (now, the first time it is asked).
@@ -68,15 +79,36 @@ impl SessionState {
 
 /// One session: a lock held for the whole of a `create_workspace` call, plus a copy of
 /// the remembered workspace that can be read without waiting for the lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionSlot {
     state: tokio::sync::Mutex<SessionState>,
     peek: Mutex<Option<RememberedWorkspace>>,
+    last_used: Mutex<Instant>,
+}
+
+impl Default for SessionSlot {
+    fn default() -> Self {
+        Self {
+            state: Default::default(),
+            peek: Default::default(),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
 }
 
 impl SessionSlot {
     pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, SessionState> {
         self.state.lock().await
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().expect("session clock") = Instant::now();
+    }
+
+    /// Unused for `idle` and not in use right now.
+    fn is_stale(&self, idle: std::time::Duration) -> bool {
+        self.last_used.lock().expect("session clock").elapsed() >= idle
+            && self.state.try_lock().is_ok()
     }
 
     /// The remembered workspace, without taking the lock.
@@ -96,6 +128,9 @@ impl SessionSlot {
 pub trait SessionStore: Send + Sync {
     fn slot(&self, key: &SessionKey) -> Arc<SessionSlot>;
     fn forget(&self, key: &SessionKey);
+    /// Forgets sessions unused for `idle` (chat ids and sessionless callers never
+    /// announce their end).
+    fn sweep(&self, idle: std::time::Duration);
 }
 
 /// The in-process session store.
@@ -116,12 +151,22 @@ impl MemorySessionStore {
 
 impl SessionStore for MemorySessionStore {
     fn slot(&self, key: &SessionKey) -> Arc<SessionSlot> {
-        self.slots
+        let slot = self
+            .slots
             .lock()
             .expect("session store lock")
             .entry(key.clone())
             .or_default()
-            .clone()
+            .clone();
+        slot.touch();
+        slot
+    }
+
+    fn sweep(&self, idle: std::time::Duration) {
+        self.slots
+            .lock()
+            .expect("session store lock")
+            .retain(|_, slot| Arc::strong_count(slot) > 1 || !slot.is_stale(idle));
     }
 
     fn forget(&self, key: &SessionKey) {

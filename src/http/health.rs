@@ -15,7 +15,7 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    match app.coder.build_info().await {
+    match app.coder.probe().await {
         Ok(info) => {
             Json(json!({ "status": "ready", "coder_version": info.version })).into_response()
         }

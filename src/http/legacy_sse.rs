@@ -104,8 +104,11 @@ pub async fn open(State(app): State<Arc<App>>, request: Request) -> Response {
         .data(format!("/messages?sessionId={id}"));
     // Dropping the response stream (the client went away) ends the session.
     let on_disconnect = cancel.drop_guard();
+    let (touch_app, touch_id) = (app.clone(), id.clone());
     let messages = from_server.map(move |message| {
         let _keep = &on_disconnect;
+        // Progress of a long call counts as activity: the session is not idle.
+        touch_app.registry.touch(&touch_id);
         let data = serde_json::to_string(&message).unwrap_or_default();
         Event::default().event("message").data(data)
     });

@@ -278,6 +278,7 @@ async fn sweep_sessions(app: Arc<App>, sessions: Arc<LocalSessionManager>, idle:
                 app.end_session(&id);
             }
         }
+        app.engine.sessions().sweep(idle);
     }
 }
 

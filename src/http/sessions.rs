@@ -135,6 +135,13 @@ impl SessionRegistry {
         }
     }
 
+    /// Marks a session used (a message went either way).
+    pub fn touch(&self, id: &str) {
+        if let Some(entry) = self.lock().get_mut(id) {
+            entry.last_seen = Instant::now();
+        }
+    }
+
     pub fn remove(&self, id: &str) -> Option<SessionEntry> {
         self.lock().remove(id)
     }

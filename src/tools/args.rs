@@ -23,6 +23,7 @@ pub struct ListTemplatesArgs {
 #[serde(deny_unknown_fields)]
 pub struct ReadTemplateArgs {
     /// The template's id (a UUID from list_templates).
+    #[schemars(extend("format" = "uuid"))]
     pub template_id: String,
 }
 
@@ -31,9 +32,10 @@ pub struct ReadTemplateArgs {
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspaceArgs {
     /// The template's id (a UUID from list_templates).
+    #[schemars(extend("format" = "uuid"))]
     pub template_id: String,
-    /// Optional workspace name. Omit it to get one generated from the template name; an
-    /// invalid name is turned into a valid one (lower-case letters, digits and hyphens, at most 32 characters).
+    /// Optional workspace name. Omit it to get one generated from the template name; a name
+    /// Coder would reject is turned into a valid one (letters, digits and single hyphens, at most 32 characters).
     #[serde(default)]
     pub name: Option<String>,
     /// Optional values for the template's parameters, by parameter name (see read_template).

@@ -327,7 +327,7 @@ impl WorkspaceServer {
         match outcome {
             Ok(result) => Ok(Json(result)),
             Err(CreateError::Cancelled) if self.calls.as_ref().is_some_and(|c| c.shutdown.is_cancelled()) => {
-                Err("the server is shutting down, so it stopped waiting; the workspace is unaffected. Call create_workspace again (on this or another server) to keep waiting for it.".into())
+                Err("the server is shutting down, so it stopped waiting; the workspace itself keeps building in Coder (its page in the Coder dashboard shows how it goes).".into())
             }
             Err(err) => {
                 tracing::info!(error = %err, "create_workspace failed");

@@ -25,7 +25,7 @@ impl HttpServer {
     pub async fn spawn(coder_url: &str, extra_args: &[&str], env: &[(&str, &str)]) -> HttpServer {
         let mut command = tokio::process::Command::new(BIN);
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "trace"])
             .args(extra_args)
             .env("CODER_URL", coder_url)
             .env_remove("CODER_SESSION_TOKEN")

@@ -1,0 +1,825 @@
+//! The benchmark runner: `cargo bench` (or `cargo bench -- --quick`).
+//!
+//! Everything runs against the simulated Coder, hosted in this process, and every
+//! figure is reported next to a baseline measured in the same run (Coder's own
+//! tool's 2-second polling, or a direct HTTP GET of the same Coder endpoint).
+//! Results go to stdout, `benches/results.json`, `benches/latency.svg`, and the
+//! marked section of `BENCHMARKS.md`. See BENCHMARKS.md for the method.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use coder_workspace_mcp::coder::types::WorkspaceAgentLifecycle;
+use coder_workspace_mcp::sim::{AgentPlan, BuildPlan, SimCoder, TemplateSpec};
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const TOKEN: &str = "bench-token-0000000000000000";
+
+struct Options {
+    quick: bool,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let options = Options {
+        quick: std::env::args().any(|a| a == "--quick"),
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let server = build_server(&root)?;
+    println!(
+        "coder-workspace-mcp benchmarks{}",
+        if options.quick { " (quick)" } else { "" }
+    );
+    println!("server binary: {}", server.display());
+    let machine = machine_description();
+    println!("machine: {machine}\n");
+
+    let mut report = Report {
+        machine,
+        quick: options.quick,
+        ..Default::default()
+    };
+
+    let creates = if options.quick { 20 } else { 60 };
+    for mode in ["stream", "polling"] {
+        let run = detection(&server, mode, creates).await?;
+        println!(
+            "detection [{mode:>7}]: n={} p50={:.1} ms p90={:.1} ms p99={:.1} ms max={:.1} ms; {:.1} Coder requests per create",
+            run.latencies_ms.len(),
+            percentile(&run.latencies_ms, 50.0),
+            percentile(&run.latencies_ms, 90.0),
+            percentile(&run.latencies_ms, 99.0),
+            percentile(&run.latencies_ms, 100.0),
+            run.requests_per_create
+        );
+        report.detection.insert(mode.to_owned(), run);
+    }
+
+    let wait = if options.quick {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(60)
+    };
+    for mode in ["stream", "polling"] {
+        let per_minute = requests_while_waiting(&server, mode, wait).await?;
+        println!("requests per waiting minute [{mode:>7}]: {per_minute:.1}");
+        report
+            .requests_per_waiting_minute
+            .insert(mode.to_owned(), per_minute);
+    }
+
+    let calls = if options.quick { 200 } else { 1000 };
+    report.overhead = overhead(&server, calls).await?;
+    for (name, stats) in &report.overhead {
+        println!(
+            "list_templates [{name:>11}]: p50={:.3} ms p99={:.3} ms {:.0} calls/s",
+            stats.p50_ms, stats.p99_ms, stats.per_second
+        );
+    }
+
+    let sessions = if options.quick { 200 } else { 1000 };
+    report.scale = scale(&server, sessions, options.quick).await?;
+    let s = &report.scale;
+    println!(
+        "scale: {} sessions, {} workspaces, {} errors; RSS idle {:.1} MiB, peak {:.1} MiB, {:.1} KiB per waiting session; CPU {:.2} s; peak fds {}",
+        s.sessions,
+        s.workspaces,
+        s.errors,
+        s.idle_rss_kib as f64 / 1024.0,
+        s.peak_rss_kib as f64 / 1024.0,
+        s.kib_per_session,
+        s.cpu_seconds,
+        s.peak_fds
+    );
+
+    report.cold_start = cold_start(&server, if options.quick { 10 } else { 30 }).await?;
+    println!(
+        "cold start to initialize answered: p50={:.1} ms (min {:.1}); binary {:.1} MiB",
+        report.cold_start.p50_ms,
+        report.cold_start.min_ms,
+        report.cold_start.binary_bytes as f64 / (1024.0 * 1024.0)
+    );
+
+    report.write(&root)?;
+    println!(
+        "\nwrote benches/results.json, benches/latency.svg and the results section of BENCHMARKS.md"
+    );
+    Ok(())
+}
+
+/// Builds the release server binary (the bench measures it as users run it).
+fn build_server(root: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "--bin", "coder-workspace-mcp"])
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    Ok(target.join("release").join("coder-workspace-mcp"))
+}
+
+fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    format!(
+        "{cores} cores ({cpu}), {:.0} GiB RAM, {}",
+        mem as f64 / 1048576.0,
+        std::env::consts::OS
+    )
+}
+
+// ---- the server under test -------------------------------------------------------
+
+struct Serve {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Serve {
+    async fn start(binary: &Path, coder: &str, extra: &[&str]) -> anyhow::Result<Serve> {
+        let mut child = tokio::process::Command::new(binary)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-call-wait",
+                "0",
+                "--max-sessions",
+                "100000",
+                "--max-sessions-per-token",
+                "100000",
+                "--log-level",
+                "warn,coder_workspace_mcp::http=info",
+            ])
+            .args(extra)
+            .env("CODER_URL", coder)
+            .env_remove("CODER_SESSION_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting serve")?;
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let Some(line) = lines.next_line().await? else {
+                bail!("serve exited before listening")
+            };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Serve {
+            child,
+            url: format!("{url}/mcp"),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn http_client(url: &str) -> anyhow::Result<Client> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).auth_header(TOKEN),
+    );
+    Ok(().serve(transport).await?)
+}
+
+async fn call(client: &Client, tool: &'static str, arguments: Value) -> anyhow::Result<Value> {
+    let params = CallToolRequestParams::new(tool)
+        .with_arguments(arguments.as_object().cloned().unwrap_or_default());
+    let result = client.call_tool(params).await?;
+    if result.is_error == Some(true) {
+        bail!("{tool} failed: {:?}", result.content);
+    }
+    result.structured_content.context("no structured content")
+}
+
+/// A simulated deployment with `n` templates whose builds take `duration(i)`, and an
+/// agent that is ready the moment the build ends (so the figures isolate the build).
+async fn deployment(
+    n: usize,
+    duration: impl Fn(usize) -> Duration,
+) -> anyhow::Result<(SimCoder, Vec<String>)> {
+    let sim = SimCoder::start().await?;
+    sim.add_user("bench", TOKEN);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let template = sim.add_template(TemplateSpec::named(&format!("tpl-{i}")));
+        sim.set_build_plan(
+            template.id,
+            BuildPlan {
+                queue_for: Duration::from_millis(10),
+                build_for: duration(i),
+                agent: AgentPlan {
+                    connect_after: Some(Duration::ZERO),
+                    scripts_for: Duration::ZERO,
+                    lifecycle_end: WorkspaceAgentLifecycle::Ready,
+                    startup_log: vec![],
+                },
+                ..BuildPlan::default()
+            },
+        );
+        ids.push(template.id.to_string());
+    }
+    Ok((sim, ids))
+}
+
+/// A small deterministic PRNG (xorshift), so runs are comparable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % 1_000_000) as f64 / 1_000_000.0
+    }
+}
+
+// ---- 1 & 2: detection latency and requests per create -----------------------------
+
+#[derive(Default, serde::Serialize)]
+struct DetectionRun {
+    latencies_ms: Vec<f64>,
+    requests_per_create: f64,
+}
+
+async fn detection(binary: &Path, mode: &str, creates: usize) -> anyhow::Result<DetectionRun> {
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let durations: Vec<Duration> = (0..creates)
+        .map(|_| Duration::from_millis(1000 + (rng.next() * 4000.0) as u64))
+        .collect();
+    let (sim, templates) = deployment(creates, |i| durations[i]).await?;
+    let serve = Serve::start(binary, &sim.url(), &["--watch-mode", mode]).await?;
+    sim.clear_requests();
+    let mut tasks = Vec::new();
+    for template in templates {
+        let url = serve.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = http_client(&url).await?;
+            let out = call(
+                &client,
+                "create_workspace",
+                json!({ "template_id": template }),
+            )
+            .await?;
+            let received = Utc::now();
+            let _ = client.cancel().await;
+            anyhow::Ok((out, received))
+        }));
+    }
+    let mut run = DetectionRun::default();
+    for task in tasks {
+        let (out, received) = task.await??;
+        let id: uuid::Uuid = out["workspace_id"].as_str().unwrap_or_default().parse()?;
+        let view = sim.view();
+        let ws = view.workspace(id).context("workspace")?;
+        let completed = view
+            .job_completed_at(ws.latest_build.id)
+            .context("completed_at")?;
+        run.latencies_ms
+            .push((received - completed).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+    }
+    run.requests_per_create = sim.requests().len() as f64 / creates as f64;
+    run.latencies_ms.sort_by(f64::total_cmp);
+    sim.shutdown().await;
+    Ok(run)
+}
+
+/// Requests made to Coder between the create and the end of a build lasting `wait`, per minute.
+async fn requests_while_waiting(binary: &Path, mode: &str, wait: Duration) -> anyhow::Result<f64> {
+    let (sim, templates) = deployment(1, |_| wait).await?;
+    let serve = Serve::start(binary, &sim.url(), &["--watch-mode", mode]).await?;
+    let client = http_client(&serve.url).await?;
+    let out = call(
+        &client,
+        "create_workspace",
+        json!({ "template_id": templates[0] }),
+    )
+    .await?;
+    let id: uuid::Uuid = out["workspace_id"].as_str().unwrap_or_default().parse()?;
+    let view = sim.view();
+    let ws = view.workspace(id).context("workspace")?;
+    let created = ws.created_at;
+    let completed = view
+        .job_completed_at(ws.latest_build.id)
+        .context("completed_at")?;
+    let during = view
+        .requests()
+        .iter()
+        .filter(|r| r.at > created && r.at <= completed && r.method != "POST")
+        .count();
+    let minutes = (completed - created).num_milliseconds() as f64 / 60_000.0;
+    let _ = client.cancel().await;
+    drop(serve);
+    sim.shutdown().await;
+    Ok(during as f64 / minutes)
+}
+
+// ---- 3: MCP overhead ---------------------------------------------------------------
+
+#[derive(serde::Serialize)]
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+    per_second: f64,
+}
+
+fn summarize(mut samples: Vec<f64>, total: Duration) -> Latency {
+    samples.sort_by(f64::total_cmp);
+    Latency {
+        p50_ms: percentile(&samples, 50.0),
+        p99_ms: percentile(&samples, 99.0),
+        per_second: samples.len() as f64 / total.as_secs_f64(),
+    }
+}
+
+async fn overhead(binary: &Path, calls: usize) -> anyhow::Result<BTreeMap<String, Latency>> {
+    let (sim, _) = deployment(5, |_| Duration::from_secs(1)).await?;
+    let mut results = BTreeMap::new();
+
+    // Baseline: the same Coder endpoint, fetched directly.
+    let http = reqwest::Client::new();
+    let templates_url = format!("{}/api/v2/templates", sim.url());
+    let direct = || async {
+        http.get(&templates_url)
+            .header("Coder-Session-Token", TOKEN)
+            .send()
+            .await?
+            .bytes()
+            .await
+    };
+    for _ in 0..20 {
+        direct().await?;
+    }
+    let (mut samples, started) = (Vec::new(), Instant::now());
+    for _ in 0..calls {
+        let t = Instant::now();
+        direct().await?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    results.insert(
+        "direct GET".to_owned(),
+        summarize(samples, started.elapsed()),
+    );
+
+    // stdio
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg("stdio")
+        .arg("--log-level")
+        .arg("warn")
+        .env("CODER_URL", sim.url())
+        .env("CODER_SESSION_TOKEN", TOKEN);
+    let stdio = ().serve(rmcp::transport::TokioChildProcess::new(command)?).await?;
+    results.insert("stdio".to_owned(), time_calls(&stdio, calls).await?);
+    let _ = stdio.cancel().await;
+
+    // Streamable HTTP
+    let serve = Serve::start(binary, &sim.url(), &[]).await?;
+    let client = http_client(&serve.url).await?;
+    results.insert("stream-http".to_owned(), time_calls(&client, calls).await?);
+    let _ = client.cancel().await;
+    drop(serve);
+    sim.shutdown().await;
+    Ok(results)
+}
+
+async fn time_calls(client: &Client, calls: usize) -> anyhow::Result<Latency> {
+    for _ in 0..20 {
+        call(client, "list_templates", json!({})).await?;
+    }
+    let (mut samples, started) = (Vec::new(), Instant::now());
+    for _ in 0..calls {
+        let t = Instant::now();
+        call(client, "list_templates", json!({})).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(summarize(samples, started.elapsed()))
+}
+
+// ---- 4: scale ----------------------------------------------------------------------
+
+#[derive(Default, serde::Serialize)]
+struct Scale {
+    sessions: usize,
+    workspaces: usize,
+    errors: usize,
+    idle_rss_kib: u64,
+    peak_rss_kib: u64,
+    /// RSS while every session waits, minus the idle RSS, per session.
+    kib_per_session: f64,
+    cpu_seconds: f64,
+    peak_fds: usize,
+    wall_seconds: f64,
+}
+
+fn proc_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn proc_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+async fn scale(binary: &Path, sessions: usize, quick: bool) -> anyhow::Result<Scale> {
+    let mut rng = Rng(0xD1B54A32D192ED03);
+    let (lo, hi) = if quick {
+        (5_000.0, 15_000.0)
+    } else {
+        (10_000.0, 60_000.0)
+    };
+    let durations: Vec<Duration> = (0..sessions)
+        .map(|_| Duration::from_millis((lo + rng.next() * (hi - lo)) as u64))
+        .collect();
+    // One template per distinct duration would be many templates; plans are per template.
+    let (sim, templates) = deployment(sessions, |i| durations[i]).await?;
+    let serve = Serve::start(binary, &sim.url(), &[]).await?;
+    let pid = serve.pid();
+    // Warm up one session so the idle figure includes the runtime's fixed costs.
+    let warm = http_client(&serve.url).await?;
+    call(&warm, "list_templates", json!({})).await?;
+    let idle_rss = proc_rss_kib(pid);
+    let cpu_before = proc_cpu_seconds(pid);
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for template in templates {
+        let url = serve.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = http_client(&url).await?;
+            let out = call(
+                &client,
+                "create_workspace",
+                json!({ "template_id": template }),
+            )
+            .await;
+            let _ = client.cancel().await;
+            out
+        }));
+    }
+    // Samples the server's memory and descriptors until it exits.
+    let sampler = tokio::spawn(async move {
+        let (mut peak_rss, mut peak_fds) = (0u64, 0usize);
+        loop {
+            let rss = proc_rss_kib(pid);
+            if rss == 0 {
+                break;
+            }
+            peak_rss = peak_rss.max(rss);
+            peak_fds = peak_fds.max(proc_fds(pid));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        (peak_rss, peak_fds)
+    });
+    let mut result = Scale {
+        sessions,
+        idle_rss_kib: idle_rss,
+        ..Default::default()
+    };
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        match task.await? {
+            Ok(out) if out["created"] == true => {
+                ids.insert(out["workspace_id"].as_str().unwrap_or_default().to_owned());
+            }
+            Ok(out) => {
+                eprintln!("unexpected result: {out}");
+                result.errors += 1;
+            }
+            Err(err) => {
+                eprintln!("session failed: {err:#}");
+                result.errors += 1;
+            }
+        }
+    }
+    result.wall_seconds = started.elapsed().as_secs_f64();
+    result.cpu_seconds = proc_cpu_seconds(pid) - cpu_before;
+    result.workspaces = sim.workspaces().len();
+    if ids.len() != sessions - result.errors {
+        result.errors += sessions - result.errors - ids.len();
+    }
+    let _ = warm.cancel().await;
+    drop(serve);
+    let (peak_rss, peak_fds) = sampler.await?;
+    result.peak_rss_kib = peak_rss;
+    result.peak_fds = peak_fds;
+    result.kib_per_session = peak_rss.saturating_sub(idle_rss) as f64 / sessions as f64;
+    sim.shutdown().await;
+    Ok(result)
+}
+
+// ---- 5: cold start -----------------------------------------------------------------
+
+#[derive(Default, serde::Serialize)]
+struct ColdStart {
+    p50_ms: f64,
+    min_ms: f64,
+    binary_bytes: u64,
+}
+
+async fn cold_start(binary: &Path, runs: usize) -> anyhow::Result<ColdStart> {
+    let (sim, _) = deployment(1, |_| Duration::from_secs(1)).await?;
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}});
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(binary)
+            .args(["stdio", "--log-level", "warn"])
+            .env("CODER_URL", sim.url())
+            .env("CODER_SESSION_TOKEN", TOKEN)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{initialize}\n").as_bytes())
+            .await?;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next_line().await?.context("no answer")?;
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        if !line.contains("\"serverInfo\"") {
+            bail!("unexpected initialize answer: {line}");
+        }
+        drop(stdin);
+        let _ = child.wait().await;
+    }
+    samples.sort_by(f64::total_cmp);
+    sim.shutdown().await;
+    Ok(ColdStart {
+        p50_ms: percentile(&samples, 50.0),
+        min_ms: samples.first().copied().unwrap_or(0.0),
+        binary_bytes: std::fs::metadata(binary)?.len(),
+    })
+}
+
+// ---- report ------------------------------------------------------------------------
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[derive(Default, serde::Serialize)]
+struct Report {
+    machine: String,
+    quick: bool,
+    detection: BTreeMap<String, DetectionRun>,
+    requests_per_waiting_minute: BTreeMap<String, f64>,
+    overhead: BTreeMap<String, Latency>,
+    scale: Scale,
+    cold_start: ColdStart,
+}
+
+impl Report {
+    fn write(&self, root: &Path) -> anyhow::Result<()> {
+        let dir = root.join("benches");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("results.json"),
+            serde_json::to_string_pretty(self)? + "\n",
+        )?;
+        std::fs::write(dir.join("latency.svg"), self.svg())?;
+        let doc = root.join("BENCHMARKS.md");
+        let text = std::fs::read_to_string(&doc).unwrap_or_default();
+        let (begin, end) = ("<!-- bench:begin -->", "<!-- bench:end -->");
+        let table = self.markdown();
+        let updated = match (text.find(begin), text.find(end)) {
+            (Some(b), Some(e)) if b < e => format!("{}{begin}\n{table}{}", &text[..b], &text[e..]),
+            _ => format!("{text}\n{begin}\n{table}{end}\n"),
+        };
+        std::fs::write(doc, updated)?;
+        Ok(())
+    }
+
+    fn markdown(&self) -> String {
+        let d = |mode: &str, p: f64| {
+            self.detection
+                .get(mode)
+                .map_or(0.0, |r| percentile(&r.latencies_ms, p))
+        };
+        let rpc = |mode: &str| {
+            self.detection
+                .get(mode)
+                .map_or(0.0, |r| r.requests_per_create)
+        };
+        let wait = |mode: &str| {
+            self.requests_per_waiting_minute
+                .get(mode)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let o = |name: &str| self.overhead.get(name);
+        let direct = o("direct GET").map_or(1.0, |l| l.p50_ms);
+        let n = self
+            .detection
+            .get("stream")
+            .map_or(0, |r| r.latencies_ms.len());
+        let s = &self.scale;
+        let mark = |ok: bool| if ok { "met" } else { "**missed**" };
+        let mut out = String::new();
+        out.push_str(&format!(
+            "Measured on {}{}, {}.\n\n",
+            self.machine,
+            if self.quick { " (quick run)" } else { "" },
+            Utc::now().format("%Y-%m-%d")
+        ));
+        out.push_str("| figure | ours | baseline | goal |\n|---|---|---|---|\n");
+        out.push_str(&format!(
+            "| detection latency p50 ({n} creates) | {:.1} ms | {:.1} ms (2 s polling) | < 50 ms: {} |\n",
+            d("stream", 50.0), d("polling", 50.0), mark(d("stream", 50.0) < 50.0)
+        ));
+        out.push_str(&format!(
+            "| detection latency p99 | {:.1} ms | {:.1} ms | < 250 ms: {} |\n",
+            d("stream", 99.0),
+            d("polling", 99.0),
+            mark(d("stream", 99.0) < 250.0)
+        ));
+        out.push_str(&format!(
+            "| Coder requests per create (happy path) | {:.1} | {:.1} | fewer |\n",
+            rpc("stream"),
+            rpc("polling")
+        ));
+        out.push_str(&format!(
+            "| Coder requests per waiting minute | {:.1} | {:.1} | ≤ 2: {} |\n",
+            wait("stream"),
+            wait("polling"),
+            mark(wait("stream") <= 2.0)
+        ));
+        for name in ["stdio", "stream-http"] {
+            if let Some(l) = o(name) {
+                out.push_str(&format!(
+                    "| list_templates over {name}, p50 (p99) | {:.3} ms ({:.3} ms), {:.0} calls/s | {:.3} ms direct GET | ≤ 1.3×: {:.2}× {} |\n",
+                    l.p50_ms, l.p99_ms, l.per_second, direct, l.p50_ms / direct, mark(l.p50_ms / direct <= 1.3)
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "| scale: {} concurrent sessions creating | {} workspaces, {} errors, peak RSS {:.1} MiB (idle {:.1} MiB), {:.1} KiB per waiting session, CPU {:.2} s over {:.0} s, peak {} fds | | < 50 KiB/session, no errors: {} |\n",
+            s.sessions, s.workspaces, s.errors, s.peak_rss_kib as f64 / 1024.0, s.idle_rss_kib as f64 / 1024.0, s.kib_per_session, s.cpu_seconds, s.wall_seconds, s.peak_fds,
+            mark(s.kib_per_session < 50.0 && s.errors == 0 && s.workspaces == s.sessions)
+        ));
+        out.push_str(&format!(
+            "| cold start to `initialize` answered (stdio), p50 | {:.1} ms (min {:.1} ms) | | < 20 ms: {} |\n",
+            self.cold_start.p50_ms, self.cold_start.min_ms, mark(self.cold_start.p50_ms < 20.0)
+        ));
+        out.push_str(&format!(
+            "| release binary size | {:.1} MiB | | |\n\n",
+            self.cold_start.binary_bytes as f64 / (1024.0 * 1024.0)
+        ));
+        out.push_str("![detection latency, ours vs 2 s polling](benches/latency.svg)\n");
+        out
+    }
+
+    /// Cumulative distributions of the detection latency, ours vs the polling baseline.
+    fn svg(&self) -> String {
+        let (w, h, left, bottom, top, right) = (720.0, 360.0, 60.0, 40.0, 30.0, 20.0);
+        let max = self
+            .detection
+            .values()
+            .flat_map(|r| r.latencies_ms.iter().copied())
+            .fold(1.0, f64::max);
+        // A log scale keeps both distributions readable (ours ~ms, polling ~s).
+        let x =
+            |ms: f64| left + (ms.max(0.1).log10() + 1.0) / (max.log10() + 1.0) * (w - left - right);
+        let y = |q: f64| h - bottom - q * (h - bottom - top);
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        );
+        svg.push_str(&format!("<text x=\"{left}\" y=\"18\" font-size=\"14\">Detection latency (build finished → tool result), cumulative</text>\n"));
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
+            h - bottom,
+            w - right,
+            h - bottom
+        ));
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
+            h - bottom
+        ));
+        let mut tick = 0.1;
+        while tick <= max * 1.0001 {
+            svg.push_str(&format!("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"#ddd\"/><text x=\"{0}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n", x(tick), top, h - bottom, h - bottom + 16.0, if tick < 1.0 { format!("{tick}") } else { format!("{tick:.0}") }));
+            tick *= 10.0;
+        }
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">milliseconds (log scale)</text>\n",
+            (w + left) / 2.0,
+            h - 6.0
+        ));
+        for q in [0.0, 0.5, 1.0] {
+            svg.push_str(&format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}%</text>\n",
+                left - 6.0,
+                y(q) + 4.0,
+                q * 100.0
+            ));
+        }
+        for (i, (mode, color, label)) in [
+            ("stream", "#1f77b4", "ours (watch stream)"),
+            ("polling", "#d62728", "baseline (2 s polling)"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let Some(run) = self.detection.get(*mode) else {
+                continue;
+            };
+            let n = run.latencies_ms.len().max(1) as f64;
+            let points: Vec<String> = run
+                .latencies_ms
+                .iter()
+                .enumerate()
+                .map(|(k, ms)| format!("{:.1},{:.1}", x(*ms), y((k + 1) as f64 / n)))
+                .collect();
+            svg.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                points.join(" ")
+            ));
+            svg.push_str(&format!(
+                "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{label}: p50 {:.1} ms</text>\n",
+                left + 10.0,
+                top + 16.0 + 16.0 * i as f64,
+                percentile(&run.latencies_ms, 50.0)
+            ));
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+}

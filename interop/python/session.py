@@ -1,0 +1,159 @@
+"""A scripted MCP session with the official Python SDK (`mcp`), over stdio and over the
+legacy HTTP+SSE transport, against `coder-workspace-mcp` backed by the simulated Coder.
+
+env: INTEROP_BIN (the binary), INTEROP_CODER_URL + INTEROP_TOKEN (the simulated Coder),
+     INTEROP_SSE_URL (a `serve` instance's /sse), INTEROP_TRANSPORTS (default "stdio,sse").
+Prints one line per transport; exits non-zero if any session fails.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+import anyio
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
+
+
+def env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f"{name} is not set")
+    return value
+
+
+BIN = env("INTEROP_BIN")
+CODER_URL = env("INTEROP_CODER_URL")
+TOKEN = env("INTEROP_TOKEN")
+TRANSPORTS = os.environ.get("INTEROP_TRANSPORTS", "stdio,sse").split(",")
+
+
+def structured(result, what: str) -> dict:
+    assert not result.is_error, f"{what}: isError: {result.content}"
+    assert result.structured_content, f"{what}: no structuredContent"
+    texts = [c for c in result.content if c.type == "text"]
+    assert texts, f"{what}: no text content"
+    assert json.loads(texts[0].text) == result.structured_content, f"{what}: text != structuredContent"
+    return result.structured_content
+
+
+async def run_session(session: ClientSession) -> dict:
+    init = await session.initialize()
+    assert init.server_info.name == "coder-workspace-mcp", init.server_info
+    assert init.capabilities.tools is not None, "tools capability"
+    assert init.instructions and all(
+        t in init.instructions for t in ("list_templates", "read_template", "create_workspace")
+    ), "instructions mention the three tools"
+    await session.send_ping()
+
+    tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert sorted(tools) == ["create_workspace", "list_templates", "read_template"], sorted(tools)
+    for tool in tools.values():
+        assert tool.title or (tool.annotations and tool.annotations.title), f"{tool.name}: title"
+        assert tool.output_schema and tool.output_schema.get("type") == "object", f"{tool.name}: outputSchema"
+    for name in ("list_templates", "read_template"):
+        ann = tools[name].annotations
+        assert ann.read_only_hint is True and ann.idempotent_hint is True, f"{name}: {ann}"
+    ann = tools["create_workspace"].annotations
+    assert ann.read_only_hint is False and ann.idempotent_hint is True and ann.open_world_hint is True, ann
+
+    listing = structured(await session.call_tool("list_templates", {}), "list_templates")
+    docker = next(t for t in listing["templates"] if t["name"] == "docker")
+    read = structured(await session.call_tool("read_template", {"template_id": docker["id"]}), "read_template")
+    assert read["template"]["id"] == docker["id"]
+    params = {p["name"]: p for p in read["parameters"]}
+    assert {"cpu", "region", "dotfiles_uri"} <= set(params), sorted(params)
+    region = params["region"]
+    choice = next((o["value"] for o in region["options"] if o["value"] != region["default_value"]), region["default_value"])
+
+    bad = await session.call_tool("read_template", {"template_id": "00000000-0000-0000-0000-000000000000"})
+    assert bad.is_error is True and bad.content and bad.content[0].text, f"unknown template → isError: {bad}"
+
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total, message))
+
+    started = time.monotonic()
+    created = structured(
+        await session.call_tool(
+            "create_workspace",
+            {"template_id": docker["id"], "parameters": {"region": choice}},
+            read_timeout_seconds=60,
+            progress_callback=on_progress,
+        ),
+        "create_workspace",
+    )
+    took = time.monotonic() - started
+    assert len(progress) >= 3, f"expected >= 3 progress notifications, got {progress}"
+    values = [p[0] for p in progress]
+    assert all(b > a for a, b in zip(values, values[1:])), f"progress not strictly increasing: {values}"
+    assert all(total == 100 for _, total, _ in progress), progress
+    assert all(message for _, _, message in progress), progress
+    assert values[-1] == 100 and "ready" in progress[-1][2], progress[-1]
+    assert created["created"] is True and created["template_name"] == "docker", created
+    assert created["build_status"] == "running" and created["workspace_id"] and created["agent_name"], created
+
+    again = structured(
+        await session.call_tool("create_workspace", {"template_id": docker["id"], "parameters": {"region": choice}}),
+        "create_workspace again",
+    )
+    assert again["created"] is False and again["status"] == "already_exists", again
+    assert again["workspace_id"] == created["workspace_id"], again
+    return {"progress": len(progress), "took": took}
+
+
+async def over_stdio() -> dict:
+    server = StdioServerParameters(
+        command=BIN,
+        args=["stdio", "--max-call-wait", "0"],
+        env={"CODER_URL": CODER_URL, "CODER_SESSION_TOKEN": TOKEN},
+    )
+    with tempfile.TemporaryFile("w+") as errlog:
+        try:
+            async with stdio_client(server, errlog=errlog) as (read, write):
+                async with ClientSession(read, write) as session:
+                    return await run_session(session)
+        except BaseException:
+            errlog.seek(0)
+            sys.stderr.write("--- server stderr ---\n" + errlog.read()[-4000:])
+            raise
+
+
+async def over_sse() -> dict:
+    url = env("INTEROP_SSE_URL")
+    async with sse_client(url, headers={"Authorization": f"Bearer {TOKEN}"}) as (read, write):
+        async with ClientSession(read, write) as session:
+            return await run_session(session)
+
+
+async def main() -> int:
+    runners = {"stdio": over_stdio, "sse": over_sse}
+    results: dict[str, object] = {}
+
+    async def one(name: str) -> None:
+        try:
+            results[name] = await runners[name]()
+        except BaseException as err:  # noqa: BLE001 - reported below
+            results[name] = err
+
+    async with anyio.create_task_group() as tg:
+        for name in TRANSPORTS:
+            tg.start_soon(one, name)
+    failed = [name for name in TRANSPORTS if not isinstance(results[name], dict)]
+    for name in failed:
+        err = results[name]
+        print(f"python-sdk: FAILED over {name}: {''.join(traceback.format_exception(err))}")
+    if failed:
+        return 1
+    counts = "/".join(str(results[name]["progress"]) for name in TRANSPORTS)
+    took = max(results[name]["took"] for name in TRANSPORTS)
+    print(f"python-sdk: ok ({', '.join(TRANSPORTS)}; create with {counts} progress notifications over {took:.1f} s; isError)")
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(main))
