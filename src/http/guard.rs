@@ -72,7 +72,12 @@ pub async fn guard(
     }
     if let Some(origin) = request.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
-        if !config.origin_allowed(origin) {
+        // Our own loopback origin is no cross-site request (no page can have it but ours).
+        let same_loopback_origin = LOOPBACK_HOSTS.contains(&host_name(host))
+            && origin
+                .trim_end_matches('/')
+                .eq_ignore_ascii_case(&format!("http://{host}"));
+        if !config.origin_allowed(origin) && !same_loopback_origin {
             return refuse(
                 StatusCode::FORBIDDEN,
                 format!("Origin {origin:?} is not allowed (see --allowed-origin)"),

@@ -15,6 +15,7 @@ pub struct ListTemplatesArgs {
     pub query: Option<String>,
     /// Page number, starting at 1 (10 templates per page, most used first).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub page: Option<u32>,
 }
 

@@ -151,7 +151,7 @@ impl WorkspaceServer {
                 stateless: false,
             }),
             calls: None,
-            tool_router: Self::tool_router(),
+            tool_router: portable_router(),
         }
     }
 
@@ -161,7 +161,7 @@ impl WorkspaceServer {
             engine,
             scope: ScopeSource::PerRequest,
             calls: Some(calls),
-            tool_router: Self::tool_router(),
+            tool_router: portable_router(),
         }
     }
 
@@ -347,6 +347,71 @@ impl ServerHandler for WorkspaceServer {
                     .with_description(env!("CARGO_PKG_DESCRIPTION")),
             )
             .with_instructions(INSTRUCTIONS)
+    }
+}
+
+/// The tool router with schemas every client understands: schemars' Rust-specific
+/// integer formats (`uint32`, `int64`, ...) make some validators (the TypeScript SDK's
+/// Ajv) warn on every `tools/list`, and `["string", "null"]` unions trip others. Optional
+/// fields are simply left out (never sent as null), so nothing is lost.
+fn portable_router() -> ToolRouter<WorkspaceServer> {
+    let mut router = WorkspaceServer::tool_router();
+    for route in router.map.values_mut() {
+        let mut input = serde_json::Value::Object((*route.attr.input_schema).clone());
+        make_portable(&mut input);
+        if let serde_json::Value::Object(input) = input {
+            route.attr.input_schema = Arc::new(input);
+        }
+        if let Some(output) = &route.attr.output_schema {
+            let mut output = serde_json::Value::Object((**output).clone());
+            make_portable(&mut output);
+            if let serde_json::Value::Object(output) = output {
+                route.attr.output_schema = Some(Arc::new(output));
+            }
+        }
+    }
+    router
+}
+
+fn make_portable(schema: &mut serde_json::Value) {
+    use serde_json::Value;
+    match schema {
+        Value::Object(map) => {
+            if map.get("format").and_then(Value::as_str).is_some_and(|f| {
+                f.starts_with("uint") || f.starts_with("int") || f == "double" || f == "float"
+            }) {
+                map.remove("format");
+            }
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types[0].clone();
+                    map.insert("type".into(), only);
+                }
+            }
+            // `anyOf: [X, {"type": "null"}]` → X.
+            if let Some(Value::Array(any)) = map.get("anyOf")
+                && any.len() == 2
+                && let Some(other) = any
+                    .iter()
+                    .find(|v| v.get("type") != Some(&Value::String("null".into())))
+                && any
+                    .iter()
+                    .any(|v| v.get("type") == Some(&Value::String("null".into())))
+                && let Value::Object(other) = other.clone()
+            {
+                map.remove("anyOf");
+                for (k, v) in other {
+                    map.entry(k).or_insert(v);
+                }
+            }
+            if map.get("default") == Some(&Value::Null) {
+                map.remove("default");
+            }
+            map.values_mut().for_each(make_portable);
+        }
+        Value::Array(items) => items.iter_mut().for_each(make_portable),
+        _ => {}
     }
 }
 
