@@ -381,15 +381,18 @@ fn summarize(mut samples: Vec<f64>, total: Duration) -> Latency {
 }
 
 async fn overhead(binary: &Path, calls: usize) -> anyhow::Result<BTreeMap<String, Latency>> {
-    let (sim, _) = deployment(5, |_| Duration::from_secs(1)).await?;
+    // Here Coder is a process of its own (`coder-workspace-mcp sim`), as a real one would
+    // be, so the simulator does not compete with the clients for this process's threads.
+    let sim = ExternalSim::start(binary).await?;
+    let token = SimCoder::DEMO_TOKEN;
     let mut results = BTreeMap::new();
 
     // Baseline: the same Coder endpoint, fetched directly.
     let http = reqwest::Client::new();
-    let templates_url = format!("{}/api/v2/templates", sim.url());
+    let templates_url = format!("{}/api/v2/templates", sim.url);
     let direct = || async {
         http.get(&templates_url)
-            .header("Coder-Session-Token", TOKEN)
+            .header("Coder-Session-Token", token)
             .send()
             .await?
             .bytes()
@@ -415,20 +418,51 @@ async fn overhead(binary: &Path, calls: usize) -> anyhow::Result<BTreeMap<String
         .arg("stdio")
         .arg("--log-level")
         .arg("warn")
-        .env("CODER_URL", sim.url())
-        .env("CODER_SESSION_TOKEN", TOKEN);
+        .env("CODER_URL", &sim.url)
+        .env("CODER_SESSION_TOKEN", token);
     let stdio = ().serve(rmcp::transport::TokioChildProcess::new(command)?).await?;
     results.insert("stdio".to_owned(), time_calls(&stdio, calls).await?);
     let _ = stdio.cancel().await;
 
     // Streamable HTTP
-    let serve = Serve::start(binary, &sim.url(), &[]).await?;
-    let client = http_client(&serve.url).await?;
+    let serve = Serve::start(binary, &sim.url, &[]).await?;
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(serve.url.as_str()).auth_header(token),
+    );
+    let client = ().serve(transport).await?;
     results.insert("stream-http".to_owned(), time_calls(&client, calls).await?);
     let _ = client.cancel().await;
     drop(serve);
-    sim.shutdown().await;
     Ok(results)
+}
+
+/// `coder-workspace-mcp sim` in a process of its own.
+struct ExternalSim {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+impl ExternalSim {
+    async fn start(binary: &Path) -> anyhow::Result<ExternalSim> {
+        let mut child = tokio::process::Command::new(binary)
+            .args(["sim", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let Some(line) = lines.next_line().await? else {
+                bail!("the simulator exited early")
+            };
+            if let Some(rest) = line.split("Simulated Coder listening on ").nth(1) {
+                break rest.trim().to_owned();
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(ExternalSim { _child: child, url })
+    }
 }
 
 async fn time_calls(client: &Client, calls: usize) -> anyhow::Result<Latency> {

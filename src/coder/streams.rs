@@ -372,7 +372,12 @@ async fn connect_websocket(client: &CoderClient, path: &str) -> Result<WsStream,
             reason: "it contains characters that cannot be sent in a header".into(),
         })?;
     request.headers_mut().insert(SESSION_TOKEN_HEADER, token);
-    let connect = tokio_tungstenite::connect_async(request);
+    // tungstenite allocates its read buffer up front (128 KiB by default); these streams
+    // carry a few small JSON messages, and one waiting call holds two of them.
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok((stream, _))) => Ok(stream),
         Ok(Err(tungstenite::Error::Http(response))) => {

@@ -13,10 +13,12 @@ use crate::coder::types::*;
 impl State {
     /// Appends the current rendering of every workspace whose JSON changed.
     pub fn record_snapshots(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
         let fresh: Vec<(usize, Snapshot)> = self
             .workspaces
             .iter()
             .enumerate()
+            .filter(|(_, w)| w.history.is_empty() || dirty.contains(&w.id))
             .filter_map(|(i, w)| {
                 let snap = self.render_workspace(w)?;
                 let same = w.history.last().is_some_and(|h| h.json == snap.json);

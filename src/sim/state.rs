@@ -144,6 +144,9 @@ pub(crate) struct State {
     next_job_log_id: i64,
     next_agent_log_id: i64,
     pub provisioner_id: Uuid,
+    /// Workspaces changed since their last snapshot: only these are re-rendered, so a
+    /// change costs O(1) renders, not one per workspace (1,000-session benchmarks).
+    pub(crate) dirty: std::collections::HashSet<Uuid>,
 }
 
 const DEPLOYMENT_VERSION: &str = "v2.24.1-sim";
@@ -170,6 +173,7 @@ impl State {
             next_job_log_id: 1,
             next_agent_log_id: 1,
             provisioner_id: Uuid::new_v4(),
+            dirty: Default::default(),
         }
     }
 
@@ -306,6 +310,7 @@ impl State {
     }
 
     pub fn workspace_mut(&mut self, id: Uuid) -> Option<&mut SimWorkspace> {
+        self.dirty.insert(id);
         self.workspaces.iter_mut().find(|w| w.id == id)
     }
 
@@ -320,10 +325,12 @@ impl State {
     }
 
     fn build_mut(&mut self, build_id: Uuid) -> Option<&mut SimBuild> {
-        self.workspaces
+        let ws = self
+            .workspaces
             .iter_mut()
-            .flat_map(|w| w.builds.iter_mut())
-            .find(|b| b.id == build_id)
+            .find(|w| w.builds.iter().any(|b| b.id == build_id))?;
+        self.dirty.insert(ws.id);
+        ws.builds.iter_mut().find(|b| b.id == build_id)
     }
 
     pub fn find_agent(&self, agent_id: Uuid) -> Option<(&SimWorkspace, &SimBuild)> {
@@ -340,9 +347,16 @@ impl State {
     }
 
     fn agent_mut(&mut self, agent_id: Uuid) -> Option<&mut WorkspaceAgent> {
-        self.workspaces
+        let has_agent = |w: &SimWorkspace| {
+            w.builds
+                .iter()
+                .flat_map(|b| b.resources.iter())
+                .any(|r| r.agents.iter().any(|a| a.id == agent_id))
+        };
+        let ws = self.workspaces.iter_mut().find(|w| has_agent(w))?;
+        self.dirty.insert(ws.id);
+        ws.builds
             .iter_mut()
-            .flat_map(|w| w.builds.iter_mut())
             .flat_map(|b| b.resources.iter_mut())
             .flat_map(|r| r.agents.iter_mut())
             .find(|a| a.id == agent_id)

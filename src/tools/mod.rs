@@ -355,6 +355,12 @@ impl ServerHandler for WorkspaceServer {
 /// Ajv) warn on every `tools/list`, and `["string", "null"]` unions trip others. Optional
 /// fields are simply left out (never sent as null), so nothing is lost.
 fn portable_router() -> ToolRouter<WorkspaceServer> {
+    // Built once: every HTTP session gets a server, and the schemas are the same for all.
+    static ROUTER: std::sync::OnceLock<ToolRouter<WorkspaceServer>> = std::sync::OnceLock::new();
+    ROUTER.get_or_init(build_portable_router).clone()
+}
+
+fn build_portable_router() -> ToolRouter<WorkspaceServer> {
     let mut router = WorkspaceServer::tool_router();
     for route in router.map.values_mut() {
         let mut input = serde_json::Value::Object((*route.attr.input_schema).clone());
