@@ -27,12 +27,26 @@ const TOKEN: &str = "bench-token-0000000000000000";
 
 struct Options {
     quick: bool,
+    /// `--only <section>`: run one section (detection, requests, overhead, scale,
+    /// cold-start) and leave the written results alone.
+    only: Option<String>,
+}
+
+impl Options {
+    fn runs(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == section)
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
     let options = Options {
-        quick: std::env::args().any(|a| a == "--quick"),
+        quick: args.iter().any(|a| a == "--quick"),
+        only: args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1).cloned()),
     };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let server = build_server(&root)?;
@@ -51,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let creates = if options.quick { 20 } else { 60 };
-    for mode in ["stream", "polling"] {
+    for mode in ["stream", "polling"]
+        .into_iter()
+        .filter(|_| options.runs("detection"))
+    {
         let run = detection(&server, mode, creates).await?;
         println!(
             "detection [{mode:>7}]: n={} p50={:.1} ms p90={:.1} ms p99={:.1} ms max={:.1} ms; {:.1} Coder requests per create",
@@ -70,7 +87,10 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Duration::from_secs(60)
     };
-    for mode in ["stream", "polling"] {
+    for mode in ["stream", "polling"]
+        .into_iter()
+        .filter(|_| options.runs("requests"))
+    {
         let per_minute = requests_while_waiting(&server, mode, wait).await?;
         println!("requests per waiting minute [{mode:>7}]: {per_minute:.1}");
         report
@@ -79,7 +99,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let calls = if options.quick { 200 } else { 1000 };
-    report.overhead = overhead(&server, calls).await?;
+    if options.runs("overhead") {
+        report.overhead = overhead(&server, calls).await?;
+    }
     for (name, stats) in &report.overhead {
         println!(
             "list_templates [{name:>11}]: p50={:.3} ms p99={:.3} ms {:.0} calls/s",
@@ -88,28 +110,36 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let sessions = if options.quick { 200 } else { 1000 };
-    report.scale = scale(&server, sessions, options.quick).await?;
-    let s = &report.scale;
-    println!(
-        "scale: {} sessions, {} workspaces, {} errors; RSS idle {:.1} MiB, peak {:.1} MiB, {:.1} KiB per waiting session; CPU {:.2} s; peak fds {}",
-        s.sessions,
-        s.workspaces,
-        s.errors,
-        s.idle_rss_kib as f64 / 1024.0,
-        s.peak_rss_kib as f64 / 1024.0,
-        s.kib_per_session,
-        s.cpu_seconds,
-        s.peak_fds
-    );
+    if options.runs("scale") {
+        report.scale = scale(&server, sessions, options.quick).await?;
+        let s = &report.scale;
+        println!(
+            "scale: {} sessions, {} workspaces, {} errors; RSS idle {:.1} MiB, peak {:.1} MiB, {:.1} KiB per waiting session ({:.1} KiB per idle rmcp session); CPU {:.2} s; peak fds {}",
+            s.sessions,
+            s.workspaces,
+            s.errors,
+            s.idle_rss_kib as f64 / 1024.0,
+            s.peak_rss_kib as f64 / 1024.0,
+            s.kib_per_session,
+            s.kib_per_idle_session,
+            s.cpu_seconds,
+            s.peak_fds
+        );
+    }
 
-    report.cold_start = cold_start(&server, if options.quick { 10 } else { 30 }).await?;
-    println!(
-        "cold start to initialize answered: p50={:.1} ms (min {:.1}); binary {:.1} MiB",
-        report.cold_start.p50_ms,
-        report.cold_start.min_ms,
-        report.cold_start.binary_bytes as f64 / (1024.0 * 1024.0)
-    );
-
+    if options.runs("cold-start") {
+        report.cold_start = cold_start(&server, if options.quick { 10 } else { 30 }).await?;
+        println!(
+            "cold start to initialize answered: p50={:.1} ms (min {:.1}); binary {:.1} MiB",
+            report.cold_start.p50_ms,
+            report.cold_start.min_ms,
+            report.cold_start.binary_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+    if let Some(only) = &options.only {
+        println!("\n--only {only}: results not written");
+        return Ok(());
+    }
     report.write(&root)?;
     println!(
         "\nwrote benches/results.json, benches/latency.svg and the results section of BENCHMARKS.md"
@@ -489,6 +519,8 @@ struct Scale {
     peak_rss_kib: u64,
     /// RSS while every session waits, minus the idle RSS, per session.
     kib_per_session: f64,
+    /// Baseline: RSS per MCP session that is merely initialized (rmcp's own cost, no call).
+    kib_per_idle_session: f64,
     cpu_seconds: f64,
     peak_fds: usize,
     wall_seconds: f64,
@@ -579,6 +611,7 @@ async fn scale(binary: &Path, sessions: usize, quick: bool) -> anyhow::Result<Sc
     let mut result = Scale {
         sessions,
         idle_rss_kib: idle_rss,
+        kib_per_idle_session: idle_session_cost(binary, &sim.url(), sessions).await?,
         ..Default::default()
     };
     let mut ids = std::collections::HashSet::new();
@@ -611,6 +644,53 @@ async fn scale(binary: &Path, sessions: usize, quick: bool) -> anyhow::Result<Sc
     result.kib_per_session = peak_rss.saturating_sub(idle_rss) as f64 / sessions as f64;
     sim.shutdown().await;
     Ok(result)
+}
+
+/// RSS per initialized but idle Streamable HTTP session, in a server of its own: what
+/// rmcp's session machinery costs before any tool runs (the floor under the figure above).
+async fn idle_session_cost(binary: &Path, coder: &str, sessions: usize) -> anyhow::Result<f64> {
+    let serve = Serve::start(binary, coder, &[]).await?;
+    let http = reqwest::Client::new();
+    let post = |body: Value, session: Option<String>| {
+        let mut request = http
+            .post(&serve.url)
+            .bearer_auth(TOKEN)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(id) = session {
+            request = request
+                .header("mcp-session-id", id)
+                .header("mcp-protocol-version", "2025-06-18");
+        }
+        async move {
+            let response = request.send().await?;
+            let id = response
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            response.bytes().await?;
+            anyhow::Ok(id)
+        }
+    };
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}});
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let open = || async {
+        let id = post(initialize.clone(), None)
+            .await?
+            .context("no session id")?;
+        post(initialized.clone(), Some(id)).await?;
+        anyhow::Ok(())
+    };
+    open().await?;
+    let before = proc_rss_kib(serve.pid());
+    for _ in 0..sessions {
+        open().await?;
+    }
+    let after = proc_rss_kib(serve.pid());
+    Ok(after.saturating_sub(before) as f64 / sessions as f64)
 }
 
 // ---- 5: cold start -----------------------------------------------------------------
@@ -765,8 +845,8 @@ impl Report {
             }
         }
         out.push_str(&format!(
-            "| scale: {} concurrent sessions creating | {} workspaces, {} errors, peak RSS {:.1} MiB (idle {:.1} MiB), {:.1} KiB per waiting session, CPU {:.2} s over {:.0} s, peak {} fds | | < 50 KiB/session, no errors: {} |\n",
-            s.sessions, s.workspaces, s.errors, s.peak_rss_kib as f64 / 1024.0, s.idle_rss_kib as f64 / 1024.0, s.kib_per_session, s.cpu_seconds, s.wall_seconds, s.peak_fds,
+            "| scale: {} concurrent sessions creating | {} workspaces, {} errors, peak RSS {:.1} MiB (idle {:.1} MiB), {:.1} KiB per waiting session, CPU {:.2} s over {:.0} s, peak {} fds | {:.1} KiB per initialized, idle rmcp session | < 50 KiB/session, no errors: {} |\n",
+            s.sessions, s.workspaces, s.errors, s.peak_rss_kib as f64 / 1024.0, s.idle_rss_kib as f64 / 1024.0, s.kib_per_session, s.cpu_seconds, s.wall_seconds, s.peak_fds, s.kib_per_idle_session,
             mark(s.kib_per_session < 50.0 && s.errors == 0 && s.workspaces == s.sessions)
         ));
         out.push_str(&format!(

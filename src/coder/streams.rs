@@ -55,7 +55,8 @@ impl Default for WatchConfig {
 
 /// Workspace snapshots as they change; dropping it stops the watching task.
 pub struct WorkspaceWatch {
-    rx: mpsc::Receiver<Result<Workspace, CoderError>>,
+    /// Boxed: tokio's channel allocates its slots 32 at a time, and a `Workspace` is large.
+    rx: mpsc::Receiver<Result<Box<Workspace>, CoderError>>,
     source: watch::Receiver<WatchSource>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -79,7 +80,7 @@ impl WorkspaceWatch {
     /// The next snapshot; `Err` is final (the workspace is gone, or the token was rejected).
     pub async fn next(&mut self) -> Result<Workspace, CoderError> {
         match self.rx.recv().await {
-            Some(item) => item,
+            Some(item) => item.map(|ws| *ws),
             None => Err(CoderError::Decode {
                 what: "the workspace watch".into(),
                 reason: "the watch stopped unexpectedly".into(),
@@ -103,7 +104,7 @@ struct Watcher {
     client: CoderClient,
     workspace: Uuid,
     config: WatchConfig,
-    tx: mpsc::Sender<Result<Workspace, CoderError>>,
+    tx: mpsc::Sender<Result<Box<Workspace>, CoderError>>,
     source: watch::Sender<WatchSource>,
 }
 
@@ -192,7 +193,7 @@ impl Watcher {
             next_poll = Instant::now() + self.config.poll_interval;
             match self.client.workspace(self.workspace).await {
                 Ok(ws) => {
-                    if self.tx.send(Ok(ws)).await.is_err() {
+                    if self.tx.send(Ok(Box::new(ws))).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -214,7 +215,7 @@ impl Watcher {
             };
             match event {
                 Ok(Some(Event::Workspace(ws))) => {
-                    if self.tx.send(Ok(*ws)).await.is_err() {
+                    if self.tx.send(Ok(ws)).await.is_err() {
                         return Ok(false);
                     }
                 }
