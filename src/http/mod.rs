@@ -108,12 +108,23 @@ pub(crate) fn scope_for(
     }
 }
 
+/// Each waiting session holds several descriptors (its HTTP streams, the Coder watch and the
+/// followed build log), so the usual soft limit of 1024 would cap a server at a few hundred
+/// sessions: raise it to the hard limit, as Go's runtime does for every Go server.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(err) => tracing::warn!(%err, "could not raise the open file limit"),
+    }
+}
+
 /// Runs the HTTP server until SIGTERM/SIGINT.
 pub async fn serve(
     options: HttpOptions,
     coder: CoderClient,
     engine: Arc<Engine>,
 ) -> anyhow::Result<()> {
+    raise_fd_limit();
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
