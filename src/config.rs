@@ -253,12 +253,27 @@ pub fn resolve_credentials(args: &CoderArgs) -> Result<Credentials, String> {
     let (url, url_source) = resolve_url(args)?;
     let (token, token_source) = match args.token.clone().filter(|t| !t.is_empty()) {
         Some(token) => (token, "--token/CODER_SESSION_TOKEN".to_owned()),
-        None => from_file("session").map(|(t, source)| (SessionToken::new(t), source)).ok_or_else(|| {
-            format!(
-                "no Coder session token: set CODER_SESSION_TOKEN (create a token with `coder tokens create`), or run `coder login` (which stores it in {}; on macOS and Windows it may use the OS keyring instead, then set CODER_SESSION_TOKEN)",
-                describe_dir(dir.as_deref(), "session")
-            )
-        })?,
+        // `coder login` stores the token of the deployment in its `url` file: never send it
+        // to another deployment named by --coder-url/CODER_URL.
+        None => match (from_file("session"), from_file("url").map(|(u, _)| u)) {
+            (Some((token, source)), Some(login_url)) if same_deployment(&url, &login_url) => {
+                (SessionToken::new(token), source)
+            }
+            (Some(_), login_url) => {
+                let url = without_credentials(&url);
+                return Err(format!(
+                    "no Coder session token for {url}: set CODER_SESSION_TOKEN (create a token with `coder tokens create`). The token `coder login` stored in {} belongs to {}, so it is not sent to {url}",
+                    describe_dir(dir.as_deref(), "session"),
+                    login_url.map_or_else(|| "an unrecorded deployment".to_owned(), |u| format!("another deployment ({u})")),
+                ));
+            }
+            (None, _) => {
+                return Err(format!(
+                    "no Coder session token: set CODER_SESSION_TOKEN (create a token with `coder tokens create`), or run `coder login` (which stores it in {}; on macOS and Windows it may use the OS keyring instead, then set CODER_SESSION_TOKEN)",
+                    describe_dir(dir.as_deref(), "session")
+                ));
+            }
+        },
     };
     Ok(Credentials {
         url,
@@ -266,6 +281,29 @@ pub fn resolve_credentials(args: &CoderArgs) -> Result<Credentials, String> {
         url_source,
         token_source,
     })
+}
+
+/// `url` as it may be shown: without a user name or password (refused later anyway).
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether `url` names the deployment `coder login` recorded (trailing slashes and case of
+/// scheme and host aside).
+fn same_deployment(url: &str, login_url: &str) -> bool {
+    let canonical = |u: &str| {
+        reqwest::Url::parse(u.trim().trim_end_matches('/'))
+            .map(|u| u.to_string().trim_end_matches('/').to_owned())
+            .ok()
+    };
+    canonical(url).is_some() && canonical(url) == canonical(login_url)
 }
 
 fn describe_dir(dir: Option<&Path>, file: &str) -> String {

@@ -116,6 +116,45 @@ async fn the_coder_cli_login_is_used_when_nothing_else_is_given() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+#[test]
+fn the_coder_cli_login_token_is_not_sent_to_another_deployment() {
+    let dir = std::env::temp_dir().join(format!("cwm-login-other-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("url"), "https://coder.example.com\n").unwrap();
+    std::fs::write(dir.join("session"), "login-token-for-example-com\n").unwrap();
+    let dir_text = dir.display().to_string();
+    let (code, stderr) = run(
+        &["stdio", "--coder-url", "http://127.0.0.1:9"],
+        &[("CODER_CONFIG_DIR", &dir_text)],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("no Coder session token for http://127.0.0.1:9")
+            && stderr.contains("another deployment (https://coder.example.com)"),
+        "{stderr}"
+    );
+    // Refused before any connection: the error is not "cannot use Coder at ...".
+    assert!(!stderr.contains("cannot use Coder"), "{stderr}");
+    assert!(!stderr.contains("login-token-for-example-com"), "{stderr}");
+}
+
+#[test]
+fn credentials_in_the_coder_url_are_refused_without_being_echoed() {
+    let (code, stderr) = run(
+        &[
+            "stdio",
+            "--coder-url",
+            "https://alice:hunter2-secret@coder.example.com",
+        ],
+        &[("CODER_SESSION_TOKEN", TOKEN)],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("contains a user name or password"), "{stderr}");
+    assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+}
+
 #[tokio::test]
 async fn the_token_never_appears_in_the_logs() {
     let env = Env::new().await;

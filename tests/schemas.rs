@@ -1,5 +1,5 @@
-//! The JSON Schemas of every tool's input and output, as clients see them in
-//! `tools/list`, are kept in `schemas/`. This test fails when they drift; run it with
+//! The JSON Schemas of every tool's input and output, and its title, description and
+//! annotations, as clients see them in `tools/list`, are kept in `schemas/`. This test fails when they drift; run it with
 //! `UPDATE_SCHEMAS=1` to accept the change (and review the diff).
 
 mod common;
@@ -28,9 +28,17 @@ async fn tool_schemas_match_the_snapshots() {
             .output_schema
             .as_ref()
             .unwrap_or_else(|| panic!("{} has no output schema", tool.name));
+        // What the model reads besides the schemas: the title, the description (which must
+        // say what to call next) and the annotations.
+        let about = serde_json::json!({
+            "title": tool.title,
+            "description": tool.description,
+            "annotations": tool.annotations,
+        });
         for (kind, schema) in [
             ("input", Value::Object((*tool.input_schema).clone())),
             ("output", Value::Object((**output).clone())),
+            ("about", about),
         ] {
             let path = dir.join(format!("{}.{kind}.json", tool.name));
             let actual = serde_json::to_string_pretty(&schema).unwrap() + "\n";
@@ -41,6 +49,17 @@ async fn tool_schemas_match_the_snapshots() {
                 drifted.push(path.display().to_string());
             }
         }
+        let description = tool.description.as_deref().unwrap_or_default();
+        let next = match tool.name.as_ref() {
+            "list_templates" => "Next: call read_template",
+            "read_template" => "Next: call create_workspace",
+            _ => "call it again with the same arguments to keep waiting",
+        };
+        assert!(
+            description.contains(next),
+            "{}'s description tells the model what to do next: {description}",
+            tool.name
+        );
         assert!(tool.annotations.is_some(), "{} has annotations", tool.name);
         assert!(tool.title.is_some(), "{} has a title", tool.name);
     }

@@ -148,3 +148,92 @@ async fn read_template_errors_are_actionable() {
     );
     assert!(extra.contains("unknown field `verbose`"), "{extra}");
 }
+
+/// A template with a required parameter, a validated one, an ephemeral one and described
+/// options: read_template shows all of it, and create_workspace checks it before Coder does.
+#[tokio::test]
+async fn required_regex_and_ephemeral_parameters_are_shown_and_enforced() {
+    use coder_workspace_mcp::coder::types::{
+        TemplateVersionParameter, TemplateVersionParameterOption,
+    };
+    let env = Env::new().await;
+    let option = |value: &str, description: &str| TemplateVersionParameterOption {
+        name: value.to_uppercase(),
+        value: value.into(),
+        description: description.into(),
+        ..Default::default()
+    };
+    let template = env.sim.add_template(TemplateSpec::named("gpu").with_parameters(vec![
+        TemplateVersionParameter {
+            name: "gpu_model".into(),
+            kind: "string".into(),
+            form_type: "radio".into(),
+            required: true,
+            options: vec![option("a100", "80 GiB"), option("l4", "24 GiB, cheaper")],
+            ..Default::default()
+        },
+        TemplateVersionParameter {
+            name: "repo".into(),
+            kind: "string".into(),
+            default_value: "https://github.com/coder/coder".into(),
+            validation_regex: "^https://".into(),
+            validation_error: "Use an https:// clone URL.".into(),
+            ..Default::default()
+        },
+        TemplateVersionParameter {
+            name: "wipe_home".into(),
+            kind: "bool".into(),
+            default_value: "false".into(),
+            ephemeral: true,
+            mutable: true,
+            ..Default::default()
+        },
+    ]));
+    let server = env.server(&[]).await;
+    let id = template.id.to_string();
+
+    let out = structured(&server.call("read_template", json!({"template_id": id})).await);
+    let params = out["parameters"].as_array().unwrap();
+    let gpu = &params[0];
+    assert_eq!(gpu["required"], true);
+    assert!(gpu.get("default_value").is_none(), "{gpu}");
+    assert_eq!(gpu["options"][1]["description"], "24 GiB, cheaper");
+    assert_eq!(
+        params[1]["validation"],
+        json!({"regex": "^https://", "error": "Use an https:// clone URL."})
+    );
+    assert_eq!(params[2]["ephemeral"], true);
+    assert_eq!(params[2]["mutable"], true);
+
+    let missing = error_text(&server.call("create_workspace", json!({"template_id": id})).await);
+    assert!(
+        missing.contains(r#"missing required parameter "gpu_model" (choose one of "a100" (A100), "l4" (L4))"#),
+        "{missing}"
+    );
+    let bad_repo = error_text(
+        &server
+            .call(
+                "create_workspace",
+                json!({"template_id": id, "parameters": {"gpu_model": "l4", "repo": "git@github.com:x/y"}}),
+            )
+            .await,
+    );
+    assert!(
+        bad_repo.contains(r#""git@github.com:x/y" is not valid for "repo": must match ^https:// (Use an https:// clone URL.)"#),
+        "{bad_repo}"
+    );
+    assert!(env.workspaces().is_empty(), "nothing was created");
+
+    let created = structured(
+        &server
+            .call(
+                "create_workspace",
+                json!({"template_id": id, "parameters": {"gpu_model": "l4"}}),
+            )
+            .await,
+    );
+    assert_eq!(created["created"], true);
+    let build = env.sim.requests().into_iter().find(|r| r.method == "POST").unwrap();
+    let values = &build.body.unwrap()["rich_parameter_values"];
+    assert_eq!(values, &json!([{"name": "gpu_model", "value": "l4"}]));
+}

@@ -316,5 +316,17 @@ fn normalize_base_url(raw: &str) -> Result<String, CoderError> {
             reason: format!("{trimmed:?} must start with https:// or http://"),
         });
     }
+    // Credentials in the URL would be echoed in every error and dashboard link we print;
+    // Coder authenticates with the session token, so refuse them without repeating them.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(CoderError::Decode {
+            what: "the Coder URL".into(),
+            reason: format!(
+                "\"{}://…@{}\" contains a user name or password; remove it and pass the session token with CODER_SESSION_TOKEN",
+                parsed.scheme(),
+                parsed.host_str().unwrap_or_default()
+            ),
+        });
+    }
     Ok(trimmed.to_owned())
 }
