@@ -3,15 +3,22 @@ legacy HTTP+SSE transport, against `coder-workspace-mcp` backed by the simulated
 
 env: INTEROP_BIN (the binary), INTEROP_CODER_URL + INTEROP_TOKEN (the simulated Coder),
      INTEROP_SSE_URL (a `serve` instance's /sse), INTEROP_TRANSPORTS (default "stdio,sse").
-Prints one line per transport; exits non-zero if any session fails.
+Runs, per transport, the session of interop/ts/session.mjs (docs/conformance.md): a main
+session (initialize, tools/list, list_templates with and without `query`, read_template, tool
+errors as isError results, create_workspace with progress, again) and, alongside it, a second
+session whose create_workspace is cancelled after two progress notifications and then resumed.
+Prints one line; exits non-zero if any session fails.
 """
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
 import traceback
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from mcp import ClientSession, StdioServerParameters
@@ -30,6 +37,8 @@ BIN = env("INTEROP_BIN")
 CODER_URL = env("INTEROP_CODER_URL")
 TOKEN = env("INTEROP_TOKEN")
 TRANSPORTS = os.environ.get("INTEROP_TRANSPORTS", "stdio,sse").split(",")
+SCHEMAS = Path(__file__).resolve().parent.parent.parent / "schemas"
+UNKNOWN_ID = "00000000-0000-0000-0000-000000000000"
 
 
 def structured(result, what: str) -> dict:
@@ -41,28 +50,49 @@ def structured(result, what: str) -> dict:
     return result.structured_content
 
 
-async def run_session(session: ClientSession) -> dict:
+def error_text(result, what: str) -> str:
+    assert result.is_error is True, f"{what}: expected isError, got {result}"
+    texts = [c.text for c in result.content if c.type == "text"]
+    assert texts and texts[0], f"{what}: isError without a message"
+    return texts[0]
+
+
+async def main_session(session: ClientSession) -> dict:
+    # initialize: who we are, what we offer, how to use it.
     init = await session.initialize()
     assert init.server_info.name == "coder-workspace-mcp", init.server_info
+    assert re.match(r"^\d+\.\d+\.\d+", init.server_info.version or ""), init.server_info
     assert init.capabilities.tools is not None, "tools capability"
     assert init.instructions and all(
         t in init.instructions for t in ("list_templates", "read_template", "create_workspace")
     ), "instructions mention the three tools"
     await session.send_ping()
 
+    # tools/list: names, titles, schemas (exactly as committed in schemas/), annotations.
     tools = {t.name: t for t in (await session.list_tools()).tools}
     assert sorted(tools) == ["create_workspace", "list_templates", "read_template"], sorted(tools)
     for tool in tools.values():
         assert tool.title or (tool.annotations and tool.annotations.title), f"{tool.name}: title"
+        assert tool.description, f"{tool.name}: description"
+        assert tool.input_schema.get("type") == "object", f"{tool.name}: inputSchema"
         assert tool.output_schema and tool.output_schema.get("type") == "object", f"{tool.name}: outputSchema"
+        for kind, schema in (("input", tool.input_schema), ("output", tool.output_schema)):
+            committed = json.loads((SCHEMAS / f"{tool.name}.{kind}.json").read_text())
+            assert schema == committed, f"{tool.name}: {kind}Schema differs from schemas/{tool.name}.{kind}.json"
     for name in ("list_templates", "read_template"):
         ann = tools[name].annotations
         assert ann.read_only_hint is True and ann.idempotent_hint is True, f"{name}: {ann}"
     ann = tools["create_workspace"].annotations
     assert ann.read_only_hint is False and ann.idempotent_hint is True and ann.open_world_hint is True, ann
+    assert tools["create_workspace"].input_schema.get("required") == ["template_id"], tools["create_workspace"].input_schema
 
+    # list_templates (all, then with `query`) → read_template.
     listing = structured(await session.call_tool("list_templates", {}), "list_templates")
+    assert len(listing["templates"]) >= 2, listing
     docker = next(t for t in listing["templates"] if t["name"] == "docker")
+    filtered = structured(await session.call_tool("list_templates", {"query": "kube"}), "list_templates query")
+    assert [t["name"] for t in filtered["templates"]] == ["kubernetes"], filtered
+
     read = structured(await session.call_tool("read_template", {"template_id": docker["id"]}), "read_template")
     assert read["template"]["id"] == docker["id"]
     params = {p["name"]: p for p in read["parameters"]}
@@ -70,9 +100,15 @@ async def run_session(session: ClientSession) -> dict:
     region = params["region"]
     choice = next((o["value"] for o in region["options"] if o["value"] != region["default_value"]), region["default_value"])
 
-    bad = await session.call_tool("read_template", {"template_id": "00000000-0000-0000-0000-000000000000"})
-    assert bad.is_error is True and bad.content and bad.content[0].text, f"unknown template → isError: {bad}"
+    # Tool errors come back as results with isError and a message a model can act on.
+    error_text(await session.call_tool("read_template", {"template_id": UNKNOWN_ID}), "unknown template")
+    text = error_text(
+        await session.call_tool("create_workspace", {"template_id": docker["id"], "parameters": {"region": "mars"}}),
+        "invalid parameter value",
+    )
+    assert choice in text, f"the error lists the valid choices: {text}"
 
+    # create_workspace with progress.
     progress: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
@@ -93,11 +129,15 @@ async def run_session(session: ClientSession) -> dict:
     values = [p[0] for p in progress]
     assert all(b > a for a, b in zip(values, values[1:])), f"progress not strictly increasing: {values}"
     assert all(total == 100 for _, total, _ in progress), progress
-    assert all(message for _, _, message in progress), progress
+    assert all(message and len(message) <= 200 for _, _, message in progress), progress
     assert values[-1] == 100 and "ready" in progress[-1][2], progress[-1]
     assert created["created"] is True and created["template_name"] == "docker", created
-    assert created["build_status"] == "running" and created["workspace_id"] and created["agent_name"], created
+    assert created["template_id"] == docker["id"], created
+    assert created["build_status"] == "running", created
+    assert all(created.get(k) for k in ("workspace_id", "workspace_name", "agent_name", "owner")), created
+    assert re.match(r"^http", created["url"]), created
 
+    # Idempotent per session: the same workspace again, without a new build.
     again = structured(
         await session.call_tool("create_workspace", {"template_id": docker["id"], "parameters": {"region": choice}}),
         "create_workspace again",
@@ -107,7 +147,36 @@ async def run_session(session: ClientSession) -> dict:
     return {"progress": len(progress), "took": took}
 
 
-async def over_stdio() -> dict:
+async def cancel_session(session: ClientSession) -> None:
+    """Cancelling the call (the SDK sends notifications/cancelled) after two progress
+    notifications ends it at once; the session keeps serving, and the next create_workspace
+    returns the workspace the cancelled call started."""
+    await session.initialize()
+    listing = structured(await session.call_tool("list_templates", {}), "list_templates")
+    kube = next(t for t in listing["templates"] if t["name"] == "kubernetes")
+    progress: list[float] = []
+    with anyio.CancelScope() as scope:
+
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+            progress.append(value)
+            if len(progress) == 2:
+                scope.cancel()
+
+        with anyio.fail_after(30):
+            await session.call_tool("create_workspace", {"template_id": kube["id"]}, progress_callback=on_progress)
+    assert scope.cancelled_caught, f"the call was not cancelled (progress {progress})"
+    assert len(progress) >= 2, f"progress before cancel: {progress}"
+    await session.send_ping()
+    resumed = structured(
+        await session.call_tool("create_workspace", {"template_id": kube["id"]}, read_timeout_seconds=60),
+        "create_workspace after cancel",
+    )
+    assert resumed["created"] is False and resumed["status"] == "already_exists", f"after cancel: {resumed}"
+    assert resumed["template_name"] == "kubernetes", resumed
+
+
+@asynccontextmanager
+async def over_stdio():
     server = StdioServerParameters(
         command=BIN,
         args=["stdio", "--max-call-wait", "0"],
@@ -117,18 +186,37 @@ async def over_stdio() -> dict:
         try:
             async with stdio_client(server, errlog=errlog) as (read, write):
                 async with ClientSession(read, write) as session:
-                    return await run_session(session)
+                    yield session
         except BaseException:
             errlog.seek(0)
             sys.stderr.write("--- server stderr ---\n" + errlog.read()[-4000:])
             raise
 
 
-async def over_sse() -> dict:
+@asynccontextmanager
+async def over_sse():
     url = env("INTEROP_SSE_URL")
     async with sse_client(url, headers={"Authorization": f"Bearer {TOKEN}"}) as (read, write):
         async with ClientSession(read, write) as session:
-            return await run_session(session)
+            yield session
+
+
+async def both_sessions(connect) -> dict:
+    """The main session and the cancel session, side by side, each on its own connection."""
+    out: dict = {}
+
+    async def run_main() -> None:
+        async with connect() as session:
+            out.update(await main_session(session))
+
+    async def run_cancel() -> None:
+        async with connect() as session:
+            await cancel_session(session)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_main)
+        tg.start_soon(run_cancel)
+    return out
 
 
 async def main() -> int:
@@ -137,7 +225,7 @@ async def main() -> int:
 
     async def one(name: str) -> None:
         try:
-            results[name] = await runners[name]()
+            results[name] = await both_sessions(runners[name])
         except BaseException as err:  # noqa: BLE001 - reported below
             results[name] = err
 
@@ -152,7 +240,7 @@ async def main() -> int:
         return 1
     counts = "/".join(str(results[name]["progress"]) for name in TRANSPORTS)
     took = max(results[name]["took"] for name in TRANSPORTS)
-    print(f"python-sdk: ok ({', '.join(TRANSPORTS)}; create with {counts} progress notifications over {took:.1f} s; isError)")
+    print(f"python-sdk: ok ({', '.join(TRANSPORTS)}; create with {counts} progress notifications over {took:.1f} s; isError; cancel + resume)")
     return 0
 
 if __name__ == "__main__":
