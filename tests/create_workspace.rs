@@ -309,6 +309,83 @@ async fn a_failed_build_is_a_tool_error_with_coders_text_and_the_next_call_creat
     assert_ne!(env.workspaces()[0].id, env.workspaces()[1].id);
 }
 
+/// The failed workspace still holds "dev-1" in Coder, so asking for "dev-1" again must
+/// not end in Coder's 409: the new workspace gets a name derived from it.
+#[tokio::test]
+async fn a_failed_build_with_an_explicit_name_is_replaced_under_a_derived_name() {
+    let env = Env::new().await;
+    env.sim
+        .set_build_plan(env.docker.id, BuildPlan::failing("terraform apply failed"));
+    let server = env.server(&[]).await;
+    let mut args = env.create_args();
+    args["name"] = json!("dev-1");
+    let error = error_text(&server.call("create_workspace", args.clone()).await);
+    assert!(error.contains("terraform apply failed"), "{error}");
+
+    env.sim.set_build_plan(env.docker.id, BuildPlan::default());
+    let second = structured(&server.call("create_workspace", args).await);
+    assert_eq!(second["created"], true);
+    let name = second["workspace_name"].as_str().unwrap();
+    assert!(
+        name.starts_with("dev-1-") && name.len() == "dev-1-".len() + 4,
+        "{name}"
+    );
+    let message = second["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"dev-1\" could not be used (its last build failed")
+            && message.contains("still holds its name"),
+        "{message}"
+    );
+    assert_eq!(env.workspaces().len(), 2);
+}
+
+#[tokio::test]
+async fn a_workspace_with_an_explicit_name_whose_agent_is_gone_is_replaced_under_a_derived_name() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let mut args = env.create_args();
+    args["name"] = json!("dev-1");
+    let first = structured(&server.call("create_workspace", args.clone()).await);
+    assert_eq!(first["workspace_name"], "dev-1");
+    let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
+    env.sim.disconnect_agent(id);
+    let second = structured(&server.call("create_workspace", args).await);
+    assert_eq!(second["created"], true);
+    assert_ne!(second["workspace_id"], first["workspace_id"]);
+    let name = second["workspace_name"].as_str().unwrap();
+    assert!(name.starts_with("dev-1-"), "{name}");
+    assert!(
+        second["message"]
+            .as_str()
+            .unwrap()
+            .contains("its agent is disconnected"),
+        "{second}"
+    );
+    assert_eq!(env.workspaces().len(), 2);
+}
+
+/// A deleted workspace frees its name in Coder, so the new one gets it back.
+#[tokio::test]
+async fn a_deleted_workspace_with_an_explicit_name_is_recreated_under_that_name() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let mut args = env.create_args();
+    args["name"] = json!("dev-1");
+    let first = structured(&server.call("create_workspace", args.clone()).await);
+    let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
+    env.sim.delete_workspace(id);
+    env.sim
+        .wait_until(|v| {
+            v.workspace(id)
+                .is_some_and(|w| w.latest_build.status == WorkspaceStatus::Deleted)
+        })
+        .await;
+    let second = structured(&server.call("create_workspace", args).await);
+    assert_eq!(second["created"], true);
+    assert_ne!(second["workspace_id"], first["workspace_id"]);
+    assert_eq!(second["workspace_name"], "dev-1");
+}
+
 #[tokio::test]
 async fn a_canceled_build_is_a_tool_error() {
     let env = Env::new().await;
@@ -525,6 +602,7 @@ async fn coders_own_rejection_reaches_the_model() {
         "{error}"
     );
     assert!(error.contains("Pass another name"), "{error}");
+    assert!(!error.contains(".."), "one period, not two: {error}");
 }
 
 #[tokio::test]

@@ -122,15 +122,32 @@ impl Engine {
         } else {
             state.workspace().cloned()
         };
-        if let Some(remembered) = &remembered
-            && let Some(result) = call.resume(&mut state, remembered, &request).await?
-        {
-            return Ok(result);
+        let mut replaced = None;
+        if let Some(remembered) = &remembered {
+            match call.resume(&mut state, remembered, &request).await? {
+                Resumed::Answer(result) => return Ok(*result),
+                Resumed::Replace(replace) => replaced = Some(replace),
+            }
         }
-        // In by-name mode an unusable workspace still holds the name.
-        let name_taken = request.by_name && remembered.is_some();
-        call.create(&slot, &mut state, request, name_taken).await
+        call.create(&slot, &mut state, request, replaced).await
     }
+}
+
+/// What became of the workspace a call found (remembered by the session, or by name).
+enum Resumed {
+    /// It is returned (ready, still coming up, or started again).
+    Answer(Box<CreateWorkspaceResult>),
+    /// It cannot be used; a new workspace is created instead.
+    Replace(Replaced),
+}
+
+/// The unusable workspace a new one replaces.
+struct Replaced {
+    name: String,
+    why: String,
+    /// It still exists in Coder, so it still holds its name (Coder names are unique
+    /// per owner among workspaces that are not deleted).
+    holds_name: bool,
 }
 
 enum Locked<'a> {
@@ -298,13 +315,17 @@ impl<'a> Call<'a> {
         state: &mut SessionState,
         remembered: &RememberedWorkspace,
         request: &CreateRequest,
-    ) -> Result<Option<CreateWorkspaceResult>, CreateError> {
+    ) -> Result<Resumed, CreateError> {
         let client = self.client;
         let ws = match self.guard(client.workspace(remembered.id)).await? {
             Ok(ws) => ws,
             Err(err) if err.is_not_found() => {
                 tracing::info!(workspace = %remembered.name, "the session's workspace is gone; creating a new one");
-                return Ok(None);
+                return Ok(Resumed::Replace(Replaced {
+                    name: remembered.name.clone(),
+                    why: "it was deleted".into(),
+                    holds_name: false,
+                }));
             }
             Err(err) => {
                 return Err(CreateError::coder(
@@ -318,7 +339,14 @@ impl<'a> Call<'a> {
         };
         if let Some(reason) = unusable(&ws) {
             tracing::info!(workspace = %ws.name, %reason, "the session's workspace is unusable; creating a new one");
-            return Ok(None);
+            // A finished delete frees the name; anything else keeps it taken.
+            let deleted = ws.latest_build.transition == WorkspaceTransition::Delete
+                && ws.latest_build.job.status == ProvisionerJobStatus::Succeeded;
+            return Ok(Resumed::Replace(Replaced {
+                name: ws.name,
+                why: reason,
+                holds_name: !deleted,
+            }));
         }
         let was_building = !ws.latest_build.job.status.is_terminal()
             || ws.latest_build.transition == WorkspaceTransition::Stop;
@@ -339,7 +367,8 @@ impl<'a> Call<'a> {
         }
         let note = (!notes.is_empty()).then(|| notes.join("; "));
         let result = self.result(&ws, false, readiness, origin, note);
-        Ok(Some(self.with_startup_log(result, &ws).await))
+        let result = self.with_startup_log(result, &ws).await?;
+        Ok(Resumed::Answer(Box::new(result)))
     }
 
     async fn create(
@@ -347,7 +376,7 @@ impl<'a> Call<'a> {
         slot: &SessionSlot,
         state: &mut SessionState,
         request: CreateRequest,
-        name_taken: bool,
+        replaced: Option<Replaced>,
     ) -> Result<CreateWorkspaceResult, CreateError> {
         let client = self.client;
         let template_id = request.template_id;
@@ -375,17 +404,35 @@ impl<'a> Call<'a> {
             .as_deref()
             .map(str::trim)
             .filter(|n| !n.is_empty());
+        let resolved = resolve_name(requested, &template.name);
+        // The workspace being replaced may still hold the requested name: Coder would
+        // answer 409, so the new one gets a name derived from it instead. (Reusing the
+        // name would mean deleting the old workspace, which destroys what is left in
+        // it; the model or the user can still do that knowingly.)
+        let name_taken = match &replaced {
+            // Without a session, an unusable workspace found for this name (it may be
+            // one made earlier under a derived name) leaves the name to its owner.
+            Some(_) if request.by_name => true,
+            Some(old) => old.holds_name && old.name == resolved,
+            None => false,
+        };
         let name = match requested {
             Some(taken) if name_taken => generate_name(taken),
-            _ => resolve_name(requested, &template.name),
+            _ => resolved,
         };
         let renamed = requested.filter(|r| *r != name).map(|r| match name_problem(r) {
             Some(problem) => format!(
                 "{r:?} is not a valid Coder workspace name ({problem}); it was created as {name:?}"
             ),
-            None => format!(
-                "the existing workspace {r:?} could not be used, so a new one was created as {name:?}"
-            ),
+            None => match &replaced {
+                Some(old) if old.name == r => format!(
+                    "the existing workspace {r:?} could not be used ({}) and still holds its name, so a new one was created as {name:?}; delete {r:?} in Coder to free the name",
+                    old.why
+                ),
+                _ => format!(
+                    "the existing workspace {r:?} could not be used, so a new one was created as {name:?}"
+                ),
+            },
         });
         let shown = if template.display_name.is_empty() {
             &template.name
@@ -420,8 +467,11 @@ impl<'a> Call<'a> {
                 }
             }
             Err(err) if err.status() == Some(409) && requested.is_some() => {
+                // Coder's message already ends with a period.
+                let err = err.to_string();
                 return Err(CreateError::InvalidArguments(format!(
-                    "{err}. Pass another name, or omit name to get a generated one."
+                    "{}. Pass another name, or omit name to get a generated one.",
+                    err.trim_end().trim_end_matches('.')
                 )));
             }
             Err(err) => {
@@ -447,7 +497,7 @@ impl<'a> Call<'a> {
         }
         let (ws, readiness, _) = self.wait_ready(state, ws).await?;
         let result = self.result(&ws, true, readiness, Origin::Created, renamed);
-        Ok(self.with_startup_log(result, &ws).await)
+        self.with_startup_log(result, &ws).await
     }
 
     /// Follows the workspace until it is ready, fails, times out or the call's own
@@ -828,19 +878,22 @@ impl<'a> Call<'a> {
 }
 
 impl Call<'_> {
-    /// Adds the tail of the startup log to a result whose scripts failed.
+    /// Adds the tail of the startup log to a result whose scripts failed. Guarded: the
+    /// read is retried on 5xx, which can take a while, and meanwhile a cancellation must
+    /// still stop the call and progress must keep flowing.
     async fn with_startup_log(
-        &self,
+        &mut self,
         mut result: CreateWorkspaceResult,
         ws: &Workspace,
-    ) -> CreateWorkspaceResult {
+    ) -> Result<CreateWorkspaceResult, CreateError> {
         if result.startup_scripts.is_none() {
-            return result;
+            return Ok(result);
         }
         let Some(agent) = ws.latest_build.first_agent() else {
-            return result;
+            return Ok(result);
         };
-        match self.client.agent_logs(agent.id).await {
+        let client = self.client;
+        match self.guard(client.agent_logs(agent.id)).await? {
             Ok(logs) => {
                 let skip = logs.len().saturating_sub(STARTUP_LOG_TAIL);
                 result.startup_log_tail = logs
@@ -851,7 +904,7 @@ impl Call<'_> {
             }
             Err(err) => tracing::warn!(error = %err, "could not read the agent's startup log"),
         }
-        result
+        Ok(result)
     }
 }
 
