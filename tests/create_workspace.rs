@@ -195,6 +195,58 @@ async fn max_call_wait_answers_building_and_the_next_call_finishes_the_same_work
     assert_eq!(creates(&env), 1);
 }
 
+/// The session's first call is stuck in a slow create POST when the second call's
+/// --max-call-wait runs out: that is not an error but a `building` answer, and the
+/// call after it waits for the same workspace.
+#[tokio::test]
+async fn a_call_out_of_time_before_the_other_call_created_its_workspace_answers_building() {
+    let env = Env::new().await;
+    env.sim
+        .hold_requests(http::Method::POST, "/users/me/workspaces");
+    let server = env.server(&["--max-call-wait", "1s"]).await;
+    let first = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim
+        .wait_until(|v| v.pending_requests("POST", "/users/me/workspaces") == 1)
+        .await;
+
+    let waiting = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(waiting["created"], false);
+    assert_eq!(waiting["status"], "building");
+    assert!(waiting.get("workspace_id").is_none(), "{waiting}");
+    assert_eq!(waiting["owner"], "alice");
+    assert_eq!(waiting["template_id"], env.docker.id.to_string());
+    let name = waiting["workspace_name"].as_str().unwrap();
+    assert!(name.starts_with("docker-"), "{waiting}");
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap()
+            .contains("call create_workspace again with the same arguments"),
+        "{waiting}"
+    );
+    assert_eq!(creates(&env), 1, "the waiting call created nothing");
+
+    env.sim.release_requests();
+    let rmcp::model::ServerResult::CallToolResult(result) = first.await_response().await.unwrap()
+    else {
+        panic!()
+    };
+    let first = structured(&result);
+    assert_eq!(first["created"], true);
+    assert_eq!(
+        first["workspace_name"], name,
+        "the name announced is the one created"
+    );
+
+    let again = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(again["created"], false);
+    assert_eq!(again["workspace_id"], first["workspace_id"]);
+    assert_eq!(env.workspaces().len(), 1);
+    assert_eq!(creates(&env), 1);
+}
+
 #[tokio::test]
 async fn concurrent_calls_in_one_session_create_one_workspace() {
     let env = Env::new().await;

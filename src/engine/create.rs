@@ -112,8 +112,24 @@ impl Engine {
             by_name: request.by_name,
             progress: ProgressTracker::new(sink, self.config.heartbeat),
         };
-        let slot = self.sessions.slot(key);
-        let mut state = match call.lock_session(&slot).await? {
+        let requested = request
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        // Without a session the name is what ties calls together, so calls for
+        // different names must not wait for each other: one lock per (user, name).
+        // Nameless sessionless calls always create, and share the user's lock.
+        let slot_key = match requested {
+            Some(name) if request.by_name => {
+                SessionKey::new(key.user, format!("{}:name:{name}", key.session))
+            }
+            _ => key.clone(),
+        };
+        let slot = self.sessions.slot(&slot_key);
+        // A nameless sessionless slot's workspace belongs to some other call.
+        let slot_is_ours = !(request.by_name && requested.is_none());
+        let mut state = match call.lock_session(&slot, &request, slot_is_ours).await? {
             Locked::Yes(state) => state,
             Locked::NotInTime(result) => return Ok(*result),
         };
@@ -129,7 +145,9 @@ impl Engine {
                 Resumed::Replace(replace) => replaced = Some(replace),
             }
         }
-        call.create(&slot, &mut state, request, replaced).await
+        let created = call.create(&slot, &mut state, request, replaced).await;
+        slot.set_pending(None);
+        created
     }
 }
 
@@ -227,7 +245,12 @@ impl<'a> Call<'a> {
         }
     }
 
-    async fn lock_session(&mut self, slot: &'a SessionSlot) -> Result<Locked<'a>, CreateError> {
+    async fn lock_session(
+        &mut self,
+        slot: &'a SessionSlot,
+        request: &CreateRequest,
+        slot_is_ours: bool,
+    ) -> Result<Locked<'a>, CreateError> {
         let client = self.client;
         let lock = slot.lock();
         tokio::pin!(lock);
@@ -247,10 +270,14 @@ impl<'a> Call<'a> {
                 _ = self.cancel.cancelled() => return Err(CreateError::Cancelled),
                 state = &mut lock => return Ok(Locked::Yes(state)),
                 _ = sleep_until_opt(self.deadline) => {
-                    let Some(remembered) = slot.peek() else {
-                        return Err(CreateError::InvalidArguments(
-                            "another create_workspace call of this session is still preparing its workspace; call create_workspace again with the same arguments to wait for it".into(),
-                        ));
+                    let Some(remembered) = slot.peek().filter(|_| slot_is_ours) else {
+                        // The other call has not created its workspace yet (Coder may
+                        // be slow to answer). Like any call that runs out of time, this
+                        // is not an error: the model is told to call again.
+                        let pending = slot.pending().filter(|_| slot_is_ours);
+                        return Ok(Locked::NotInTime(Box::new(
+                            self.not_created_yet(request, pending).await?,
+                        )));
                     };
                     let ws = self
                         .guard(client.workspace(remembered.id))
@@ -270,6 +297,61 @@ impl<'a> Call<'a> {
                 }
             }
         }
+    }
+
+    /// The `building` answer of a call whose time ran out while this session's other
+    /// call was still creating the workspace: there is no workspace to describe yet,
+    /// only the name it is being created under (when already chosen).
+    async fn not_created_yet(
+        &mut self,
+        request: &CreateRequest,
+        pending: Option<String>,
+    ) -> Result<CreateWorkspaceResult, CreateError> {
+        let client = self.client;
+        let me = self
+            .guard(client.me())
+            .await?
+            .map_err(|e| CreateError::coder("could not load the Coder user", e))?;
+        let template = self
+            .guard(client.template(request.template_id))
+            .await?
+            .map_err(|e| CreateError::coder("could not read the template", e))?;
+        let (name, url) = match &pending {
+            Some(name) => (name.clone(), client.dashboard_url(&me.username, name)),
+            None => (String::new(), format!("{}/workspaces", client.base_url())),
+        };
+        let which = match &pending {
+            Some(name) => format!("workspace {name:?}"),
+            None => "the workspace".to_owned(),
+        };
+        let how = match request.name.as_deref().map(str::trim) {
+            Some(requested) if self.by_name && !requested.is_empty() => {
+                format!("with the same template_id and name {requested:?}")
+            }
+            _ => "with the same arguments".to_owned(),
+        };
+        Ok(CreateWorkspaceResult {
+            created: false,
+            workspace_name: name,
+            status: Some(CallStatus::Building),
+            message: Some(format!(
+                "another create_workspace call is still creating {which} (Coder has not confirmed it yet) after {} s; this is normal; call create_workspace again {how} to keep waiting: it waits for this same workspace and never creates a second one.",
+                self.started.elapsed().as_secs()
+            )),
+            agent_status: None,
+            agent_error: None,
+            startup_scripts: None,
+            lifecycle_state: None,
+            startup_log_tail: Vec::new(),
+            workspace_id: None,
+            owner: me.username,
+            template_id: template.id,
+            template_name: template.name,
+            build_status: "pending".into(),
+            build_number: 0,
+            agent_name: None,
+            url,
+        })
     }
 
     /// By-name mode: the workspace an earlier call made for this requested name (which
@@ -439,6 +521,7 @@ impl<'a> Call<'a> {
         } else {
             &template.display_name
         };
+        slot.set_pending(Some(name.clone()));
         self.progress
             .update(
                 Phase::Preparing,
@@ -797,7 +880,7 @@ impl<'a> Call<'a> {
             startup_scripts: None,
             lifecycle_state: None,
             startup_log_tail: Vec::new(),
-            workspace_id: ws.id,
+            workspace_id: Some(ws.id),
             owner: ws.owner_name.clone(),
             template_id: ws.template_id,
             template_name: ws.template_name.clone(),

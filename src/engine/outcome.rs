@@ -40,8 +40,10 @@ pub struct CreateWorkspaceResult {
     /// The last lines of the agent's startup log, when startup scripts failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub startup_log_tail: Vec<String>,
-    /// The workspace id (UUID).
-    pub workspace_id: Uuid,
+    /// The workspace id (UUID). Absent only with `status: "building"` when this call
+    /// stopped waiting before Coder had created the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<Uuid>,
     /// The workspace owner's username.
     pub owner: String,
     /// The template the workspace was built from.
