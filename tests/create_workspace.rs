@@ -517,6 +517,68 @@ async fn an_agent_that_never_connects_is_not_an_error() {
     );
 }
 
+/// Right after a build, `disconnected` (connected once, then silent) can be transient:
+/// the call keeps waiting for the agent instead of answering `not_ready` at once.
+#[tokio::test]
+async fn an_agent_that_disconnects_right_after_the_build_is_waited_for() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(
+        env.docker.id,
+        BuildPlan::with_agent(AgentPlan::never_connects()),
+    );
+    // The agent timeout cannot end this test: only the reconnection can.
+    let server = env
+        .server(&[
+            "--agent-timeout",
+            "1h",
+            "--startup-timeout",
+            "1s",
+            "--max-call-wait",
+            "0",
+        ])
+        .await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let token = handle.progress_token.clone();
+    let seen = |needle: &'static str| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            loop {
+                let count = server.progress(&token).len();
+                if server
+                    .progress(&token)
+                    .iter()
+                    .any(|p| p.message.as_deref().unwrap_or("").contains(needle))
+                {
+                    return;
+                }
+                server.wait_for_progress(&token, count + 1).await;
+            }
+        }
+    };
+    seen("waiting for agent main to connect").await;
+    let id = env.workspaces()[0].id;
+    env.sim.disconnect_agent(id);
+    let response = handle.await_response();
+    tokio::pin!(response);
+    // Answering before it reports waiting is the failure this test is about.
+    tokio::select! {
+        _ = seen("lost its connection; waiting for it to reconnect") => {}
+        early = &mut response => panic!("answered instead of waiting for the agent: {early:?}"),
+    }
+    env.sim.reconnect_agent(id);
+    let rmcp::model::ServerResult::CallToolResult(result) = response.await.unwrap() else {
+        panic!()
+    };
+    let out = structured(&result);
+    assert_eq!(out["created"], true);
+    assert!(out.get("agent_status").is_none(), "{out}");
+    // Reconnected, it went on to its startup scripts (which never progress in this plan).
+    assert_eq!(out["startup_scripts"], "startup_scripts_timeout", "{out}");
+}
+
 #[tokio::test]
 async fn failed_startup_scripts_are_reported_with_the_log_tail() {
     let env = Env::new().await;

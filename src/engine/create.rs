@@ -824,6 +824,22 @@ impl<'a> Call<'a> {
                     WaitKind::Agent,
                 )),
             },
+            // Coder derives `disconnected` from timestamps: the agent connected, then
+            // missed its heartbeats. Right after a build that is often transient (the
+            // agent restarts, a network blip) and Coder's own CLI keeps waiting through
+            // it, so only --agent-timeout ends this wait too. (`unusable` still treats
+            // it as gone when a call *starts* on a workspace whose agent is disconnected.)
+            WorkspaceAgentStatus::Disconnected => Step::Wait {
+                phase: Phase::AgentConnecting,
+                message: format!(
+                    "agent {} lost its connection; waiting for it to reconnect",
+                    agent.name
+                ),
+                timeout: Some((
+                    state.wait_started(build.id, WaitKind::Agent) + self.config.agent_timeout,
+                    WaitKind::Agent,
+                )),
+            },
             status => Step::Done(Readiness::AgentNotReady(agent_problem(agent, status))),
         }
     }
@@ -1024,7 +1040,9 @@ fn phase_of(ws: &Workspace) -> Phase {
             Some(agent)
                 if matches!(
                     agent.status,
-                    WorkspaceAgentStatus::Connecting | WorkspaceAgentStatus::Timeout
+                    WorkspaceAgentStatus::Connecting
+                        | WorkspaceAgentStatus::Timeout
+                        | WorkspaceAgentStatus::Disconnected
                 ) =>
             {
                 Phase::AgentConnecting
