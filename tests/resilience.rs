@@ -2,7 +2,7 @@
 
 mod common;
 
-use coder_workspace_mcp::sim::{BuildPlan, Fault};
+use coder_workspace_mcp::sim::{AgentPlan, BuildPlan, Fault};
 use common::{Env, error_text, structured};
 use rmcp::model::ServerResult;
 use serde_json::json;
@@ -282,4 +282,78 @@ async fn progress_keeps_flowing_while_nothing_changes() {
         progress.windows(2).all(|w| w[1].progress > w[0].progress),
         "{progress:?}"
     );
+}
+
+/// Reading the startup log of failed scripts can be slow (Coder slow to answer, 5xx
+/// retries): meanwhile progress keeps flowing and a cancellation still ends the call,
+/// freeing the session for its next call.
+#[tokio::test]
+async fn a_slow_startup_log_read_keeps_progress_flowing_and_can_be_cancelled() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(
+        env.docker.id,
+        BuildPlan::with_agent(AgentPlan::start_error()),
+    );
+    env.sim
+        .hold_requests(http::Method::GET, "/api/v2/workspaceagents/");
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let token = handle.progress_token.clone();
+    let id = handle.id.clone();
+    env.sim
+        .wait_until(|v| v.pending_requests("GET", "/api/v2/workspaceagents/") == 1)
+        .await;
+    let heartbeats = |server: &common::Server| {
+        server
+            .progress(&token)
+            .iter()
+            .filter(|p| p.message.as_deref().unwrap_or("").ends_with(" s)"))
+            .count()
+    };
+    let before = heartbeats(&server);
+    let response = handle.await_response();
+    tokio::pin!(response);
+    tokio::select! {
+        _ = async {
+            while heartbeats(&server) <= before {
+                server.wait_for_progress(&token, server.progress(&token).len() + 1).await;
+            }
+        } => {}
+        done = &mut response => panic!("the call ended without a heartbeat during the held read: {done:?}"),
+    }
+    // Cancel it (the handle went into `response`, so by hand, as RequestHandle::cancel does).
+    server
+        .client
+        .peer()
+        .send_notification(
+            rmcp::model::CancelledNotification::new(rmcp::model::CancelledNotificationParam::new(
+                Some(id),
+                Some("user pressed stop".into()),
+            ))
+            .into(),
+        )
+        .await
+        .unwrap();
+    // The cancelled call let go of the session although its read is still held: the
+    // next call of the session gets as far as reading the log itself.
+    let next = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim
+        .wait_until(|v| v.pending_requests("GET", "/api/v2/workspaceagents/") == 2)
+        .await;
+    env.sim.release_requests();
+    let ServerResult::CallToolResult(result) = next.await_response().await.unwrap() else {
+        panic!()
+    };
+    let out = structured(&result);
+    assert_eq!(out["status"], "already_exists");
+    assert_eq!(out["startup_scripts"], "startup_scripts_failed");
+    assert!(
+        !out["startup_log_tail"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+    assert_eq!(env.workspaces().len(), 1);
 }

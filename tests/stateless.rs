@@ -3,9 +3,9 @@
 
 mod common;
 
+use coder_workspace_mcp::sim::BuildPlan;
 use common::http::HttpServer;
 use common::{Env, TOKEN};
-use coder_workspace_mcp::sim::BuildPlan;
 use serde_json::{Value, json};
 
 /// One stateless `tools/call` of create_workspace; returns the structured result.
