@@ -448,6 +448,48 @@ async fn a_canceled_build_is_a_tool_error() {
 }
 
 #[tokio::test]
+async fn after_a_canceled_build_the_next_call_creates_a_new_workspace() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::canceled());
+    let server = env.server(&[]).await;
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(error.contains("workspace build was canceled"), "{error}");
+    let canceled = env.workspaces()[0].id;
+
+    env.sim.set_build_plan(env.docker.id, BuildPlan::default());
+    let second = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(second["created"], true);
+    assert_eq!(second["build_status"], "running");
+    assert_ne!(second["workspace_id"], canceled.to_string());
+    assert_eq!(env.workspaces().len(), 2);
+    assert_eq!(creates(&env), 2);
+}
+
+/// The build timeout runs from when the build was first seen, across calls: a call
+/// that resumes after a `building` answer must not start a fresh --build-timeout.
+/// With --max-call-wait 4s and --build-timeout 6s, the first call answers `building`
+/// at 4 s; the second would answer `building` again at 8 s with a restarted timeout
+/// (due at 10 s), but the carried-over one is due at 6 s.
+#[tokio::test]
+async fn the_build_timeout_carries_over_to_the_next_call() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env
+        .server(&["--max-call-wait", "4s", "--build-timeout", "6s"])
+        .await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(first["status"], "building");
+    let second = server.call("create_workspace", env.create_args()).await;
+    let error = error_text(&second);
+    assert!(
+        error.contains("timed out after 6s waiting for the workspace build")
+            && error.contains(first["workspace_name"].as_str().unwrap()),
+        "{error}"
+    );
+    assert_eq!(creates(&env), 1);
+}
+
+#[tokio::test]
 async fn a_deleted_workspace_is_recreated() {
     let env = Env::new().await;
     let server = env.server(&[]).await;
