@@ -357,3 +357,53 @@ async fn a_slow_startup_log_read_keeps_progress_flowing_and_can_be_cancelled() {
     );
     assert_eq!(env.workspaces().len(), 1);
 }
+
+/// Coder fails (5xx beyond the retries) in the middle of a session: the call is a tool
+/// error that says what happened and what to do, and once Coder is back the session
+/// carries on with its workspace.
+#[tokio::test]
+async fn coder_failing_mid_session_is_an_actionable_error_and_the_session_carries_on() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    let id = first["workspace_id"].as_str().unwrap();
+    // As many failures as the client makes attempts.
+    env.sim.inject_fault(
+        Fault::new(http::Method::GET, format!("/api/v2/workspaces/{id}"), 503)
+            .times(4)
+            .message("database is restarting"),
+    );
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(
+        error.contains("could not load this session's workspace")
+            && error.contains("HTTP 503: database is restarting"),
+        "{error}"
+    );
+    assert!(
+        error.contains("call create_workspace again with the same arguments"),
+        "{error}"
+    );
+    let again = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(again["status"], "already_exists");
+    assert_eq!(again["workspace_id"], first["workspace_id"]);
+    assert_eq!(env.workspaces().len(), 1);
+}
+
+/// Coder goes away altogether mid-session: tool errors naming the problem, no crash,
+/// no hang, and the server still answers.
+#[tokio::test]
+async fn coder_unreachable_mid_session_is_an_actionable_error_and_the_server_keeps_serving() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    structured(&server.call("create_workspace", env.create_args()).await);
+    env.sim.clone().shutdown().await;
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(error.contains("could not reach Coder at"), "{error}");
+    assert!(
+        error.contains("call create_workspace again with the same arguments"),
+        "{error}"
+    );
+    let listing = error_text(&server.call("list_templates", json!({})).await);
+    assert!(listing.contains("could not reach Coder"), "{listing}");
+    assert!(!server.finish().await.contains(common::TOKEN));
+}
