@@ -407,3 +407,60 @@ async fn coder_unreachable_mid_session_is_an_actionable_error_and_the_server_kee
     assert!(listing.contains("could not reach Coder"), "{listing}");
     assert!(!server.finish().await.contains(common::TOKEN));
 }
+
+/// After falling back to polling, the watch stream is tried again (every
+/// --stream-retry) and, once it is back, polling stops.
+#[tokio::test]
+async fn after_polling_the_watch_stream_is_resumed_and_polling_stops() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env
+        .server(&["--max-call-wait", "0", "--stream-retry", "1s"])
+        .await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim
+        .wait_until(|v| v.held_builds() == 1 && v.open_watch_streams() == 1)
+        .await;
+    let id = env.workspaces()[0].id;
+    let poll_path = format!("/api/v2/workspaces/{id}");
+    let is_poll = |r: &coder_workspace_mcp::sim::RecordedRequest| {
+        r.method == "GET" && r.path == poll_path && r.status == 200
+    };
+
+    // The stream dies and cannot come back for now: polling.
+    env.sim.set_watch_support(false, false);
+    env.sim.drop_watch_streams();
+    env.sim
+        .wait_until(|v| v.open_watch_streams() == 0 && v.requests().iter().any(is_poll))
+        .await;
+
+    // The stream is served again: a new watch-ws connection opens.
+    env.sim.set_watch_support(true, true);
+    env.sim.wait_until(|v| v.open_watch_streams() == 1).await;
+    env.sim.release_builds();
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(structured(&result)["build_status"], "running");
+
+    let requests = env.sim.requests();
+    let upgrades: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path.ends_with("/watch-ws") && r.status == 101)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(upgrades.len(), 2, "the first stream and the resumed one");
+    let polls_between = requests[upgrades[0]..upgrades[1]]
+        .iter()
+        .filter(|r| is_poll(r))
+        .count();
+    assert!(polls_between >= 1, "it polled while the stream was gone");
+    let polls_after = requests[upgrades[1]..]
+        .iter()
+        .filter(|r| is_poll(r))
+        .count();
+    assert_eq!(polls_after, 0, "no polling once the stream is back");
+}
