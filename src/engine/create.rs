@@ -10,6 +10,18 @@
 //! | running, agent connecting/connected                | wait for readiness → `already_exists` |
 //! | stopped (a succeeded `stop` build)                 | start it, wait → `already_exists` |
 //! | latest build failed or canceled; agent gone        | create                          |
+//!
+//! A replacement cannot take the old workspace's name while that one still exists
+//! (Coder names are unique per owner among undeleted workspaces), so when the caller
+//! asked for that very name the new workspace gets one derived from it
+//! (`dev-1` → `dev-1-3f2a`) and the answer's message says why. A deleted workspace
+//! frees its name, which is then reused.
+//!
+//! A call whose `--max-call-wait` runs out while waiting for the session's lock
+//! answers `building` (not an error), describing the session's workspace, or, when
+//! the other call has not yet created it, the name it is being created under.
+//! Sessionless calls lock per (user, requested name), so different names never wait
+//! for each other.
 
 use std::collections::BTreeMap;
 use std::future::Future;
