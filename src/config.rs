@@ -171,6 +171,10 @@ pub struct TimingArgs {
     /// or `polling` (GET every 2 s, like Coder's own tool; the benchmarks' baseline).
     #[arg(long, global = true, default_value = "stream", value_parser = ["stream", "polling"], hide = true)]
     pub watch_mode: String,
+    /// While polling for want of a watch stream, how often to try to get the stream
+    /// back. Hidden: Coder's own clients use 10 s; tests shorten it.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub stream_retry: Duration,
 }
 
 impl TimingArgs {
@@ -182,6 +186,7 @@ impl TimingArgs {
             max_call_wait: (!self.max_call_wait.is_zero()).then_some(self.max_call_wait),
             watch: crate::coder::WatchConfig {
                 polling_only: self.watch_mode == "polling",
+                stream_retry: self.stream_retry,
                 ..Default::default()
             },
             ..EngineConfig::default()

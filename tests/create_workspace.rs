@@ -195,6 +195,58 @@ async fn max_call_wait_answers_building_and_the_next_call_finishes_the_same_work
     assert_eq!(creates(&env), 1);
 }
 
+/// The session's first call is stuck in a slow create POST when the second call's
+/// --max-call-wait runs out: that is not an error but a `building` answer, and the
+/// call after it waits for the same workspace.
+#[tokio::test]
+async fn a_call_out_of_time_before_the_other_call_created_its_workspace_answers_building() {
+    let env = Env::new().await;
+    env.sim
+        .hold_requests(http::Method::POST, "/users/me/workspaces");
+    let server = env.server(&["--max-call-wait", "1s"]).await;
+    let first = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim
+        .wait_until(|v| v.pending_requests("POST", "/users/me/workspaces") == 1)
+        .await;
+
+    let waiting = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(waiting["created"], false);
+    assert_eq!(waiting["status"], "building");
+    assert!(waiting.get("workspace_id").is_none(), "{waiting}");
+    assert_eq!(waiting["owner"], "alice");
+    assert_eq!(waiting["template_id"], env.docker.id.to_string());
+    let name = waiting["workspace_name"].as_str().unwrap();
+    assert!(name.starts_with("docker-"), "{waiting}");
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap()
+            .contains("call create_workspace again with the same arguments"),
+        "{waiting}"
+    );
+    assert_eq!(creates(&env), 1, "the waiting call created nothing");
+
+    env.sim.release_requests();
+    let rmcp::model::ServerResult::CallToolResult(result) = first.await_response().await.unwrap()
+    else {
+        panic!()
+    };
+    let first = structured(&result);
+    assert_eq!(first["created"], true);
+    assert_eq!(
+        first["workspace_name"], name,
+        "the name announced is the one created"
+    );
+
+    let again = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(again["created"], false);
+    assert_eq!(again["workspace_id"], first["workspace_id"]);
+    assert_eq!(env.workspaces().len(), 1);
+    assert_eq!(creates(&env), 1);
+}
+
 #[tokio::test]
 async fn concurrent_calls_in_one_session_create_one_workspace() {
     let env = Env::new().await;
@@ -309,6 +361,83 @@ async fn a_failed_build_is_a_tool_error_with_coders_text_and_the_next_call_creat
     assert_ne!(env.workspaces()[0].id, env.workspaces()[1].id);
 }
 
+/// The failed workspace still holds "dev-1" in Coder, so asking for "dev-1" again must
+/// not end in Coder's 409: the new workspace gets a name derived from it.
+#[tokio::test]
+async fn a_failed_build_with_an_explicit_name_is_replaced_under_a_derived_name() {
+    let env = Env::new().await;
+    env.sim
+        .set_build_plan(env.docker.id, BuildPlan::failing("terraform apply failed"));
+    let server = env.server(&[]).await;
+    let mut args = env.create_args();
+    args["name"] = json!("dev-1");
+    let error = error_text(&server.call("create_workspace", args.clone()).await);
+    assert!(error.contains("terraform apply failed"), "{error}");
+
+    env.sim.set_build_plan(env.docker.id, BuildPlan::default());
+    let second = structured(&server.call("create_workspace", args).await);
+    assert_eq!(second["created"], true);
+    let name = second["workspace_name"].as_str().unwrap();
+    assert!(
+        name.starts_with("dev-1-") && name.len() == "dev-1-".len() + 4,
+        "{name}"
+    );
+    let message = second["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"dev-1\" could not be used (its last build failed")
+            && message.contains("still holds its name"),
+        "{message}"
+    );
+    assert_eq!(env.workspaces().len(), 2);
+}
+
+#[tokio::test]
+async fn a_workspace_with_an_explicit_name_whose_agent_is_gone_is_replaced_under_a_derived_name() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let mut args = env.create_args();
+    args["name"] = json!("dev-1");
+    let first = structured(&server.call("create_workspace", args.clone()).await);
+    assert_eq!(first["workspace_name"], "dev-1");
+    let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
+    env.sim.disconnect_agent(id);
+    let second = structured(&server.call("create_workspace", args).await);
+    assert_eq!(second["created"], true);
+    assert_ne!(second["workspace_id"], first["workspace_id"]);
+    let name = second["workspace_name"].as_str().unwrap();
+    assert!(name.starts_with("dev-1-"), "{name}");
+    assert!(
+        second["message"]
+            .as_str()
+            .unwrap()
+            .contains("its agent is disconnected"),
+        "{second}"
+    );
+    assert_eq!(env.workspaces().len(), 2);
+}
+
+/// A deleted workspace frees its name in Coder, so the new one gets it back.
+#[tokio::test]
+async fn a_deleted_workspace_with_an_explicit_name_is_recreated_under_that_name() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let mut args = env.create_args();
+    args["name"] = json!("dev-1");
+    let first = structured(&server.call("create_workspace", args.clone()).await);
+    let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
+    env.sim.delete_workspace(id);
+    env.sim
+        .wait_until(|v| {
+            v.workspace(id)
+                .is_some_and(|w| w.latest_build.status == WorkspaceStatus::Deleted)
+        })
+        .await;
+    let second = structured(&server.call("create_workspace", args).await);
+    assert_eq!(second["created"], true);
+    assert_ne!(second["workspace_id"], first["workspace_id"]);
+    assert_eq!(second["workspace_name"], "dev-1");
+}
+
 #[tokio::test]
 async fn a_canceled_build_is_a_tool_error() {
     let env = Env::new().await;
@@ -316,6 +445,48 @@ async fn a_canceled_build_is_a_tool_error() {
     let server = env.server(&[]).await;
     let error = error_text(&server.call("create_workspace", env.create_args()).await);
     assert!(error.contains("workspace build was canceled"), "{error}");
+}
+
+#[tokio::test]
+async fn after_a_canceled_build_the_next_call_creates_a_new_workspace() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::canceled());
+    let server = env.server(&[]).await;
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(error.contains("workspace build was canceled"), "{error}");
+    let canceled = env.workspaces()[0].id;
+
+    env.sim.set_build_plan(env.docker.id, BuildPlan::default());
+    let second = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(second["created"], true);
+    assert_eq!(second["build_status"], "running");
+    assert_ne!(second["workspace_id"], canceled.to_string());
+    assert_eq!(env.workspaces().len(), 2);
+    assert_eq!(creates(&env), 2);
+}
+
+/// The build timeout runs from when the build was first seen, across calls: a call
+/// that resumes after a `building` answer must not start a fresh --build-timeout.
+/// With --max-call-wait 4s and --build-timeout 6s, the first call answers `building`
+/// at 4 s; the second would answer `building` again at 8 s with a restarted timeout
+/// (due at 10 s), but the carried-over one is due at 6 s.
+#[tokio::test]
+async fn the_build_timeout_carries_over_to_the_next_call() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env
+        .server(&["--max-call-wait", "4s", "--build-timeout", "6s"])
+        .await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(first["status"], "building");
+    let second = server.call("create_workspace", env.create_args()).await;
+    let error = error_text(&second);
+    assert!(
+        error.contains("timed out after 6s waiting for the workspace build")
+            && error.contains(first["workspace_name"].as_str().unwrap()),
+        "{error}"
+    );
+    assert_eq!(creates(&env), 1);
 }
 
 #[tokio::test]
@@ -386,6 +557,68 @@ async fn an_agent_that_never_connects_is_not_an_error() {
             .contains("timed out after 1s waiting for the workspace agent"),
         "{out}"
     );
+}
+
+/// Right after a build, `disconnected` (connected once, then silent) can be transient:
+/// the call keeps waiting for the agent instead of answering `not_ready` at once.
+#[tokio::test]
+async fn an_agent_that_disconnects_right_after_the_build_is_waited_for() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(
+        env.docker.id,
+        BuildPlan::with_agent(AgentPlan::never_connects()),
+    );
+    // The agent timeout cannot end this test: only the reconnection can.
+    let server = env
+        .server(&[
+            "--agent-timeout",
+            "1h",
+            "--startup-timeout",
+            "1s",
+            "--max-call-wait",
+            "0",
+        ])
+        .await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let token = handle.progress_token.clone();
+    let seen = |needle: &'static str| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            loop {
+                let count = server.progress(&token).len();
+                if server
+                    .progress(&token)
+                    .iter()
+                    .any(|p| p.message.as_deref().unwrap_or("").contains(needle))
+                {
+                    return;
+                }
+                server.wait_for_progress(&token, count + 1).await;
+            }
+        }
+    };
+    seen("waiting for agent main to connect").await;
+    let id = env.workspaces()[0].id;
+    env.sim.disconnect_agent(id);
+    let response = handle.await_response();
+    tokio::pin!(response);
+    // Answering before it reports waiting is the failure this test is about.
+    tokio::select! {
+        _ = seen("lost its connection; waiting for it to reconnect") => {}
+        early = &mut response => panic!("answered instead of waiting for the agent: {early:?}"),
+    }
+    env.sim.reconnect_agent(id);
+    let rmcp::model::ServerResult::CallToolResult(result) = response.await.unwrap() else {
+        panic!()
+    };
+    let out = structured(&result);
+    assert_eq!(out["created"], true);
+    assert!(out.get("agent_status").is_none(), "{out}");
+    // Reconnected, it went on to its startup scripts (which never progress in this plan).
+    assert_eq!(out["startup_scripts"], "startup_scripts_timeout", "{out}");
 }
 
 #[tokio::test]
@@ -525,6 +758,7 @@ async fn coders_own_rejection_reaches_the_model() {
         "{error}"
     );
     assert!(error.contains("Pass another name"), "{error}");
+    assert!(!error.contains(".."), "one period, not two: {error}");
 }
 
 #[tokio::test]

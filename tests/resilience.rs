@@ -2,7 +2,7 @@
 
 mod common;
 
-use coder_workspace_mcp::sim::{BuildPlan, Fault};
+use coder_workspace_mcp::sim::{AgentPlan, BuildPlan, Fault};
 use common::{Env, error_text, structured};
 use rmcp::model::ServerResult;
 use serde_json::json;
@@ -282,4 +282,185 @@ async fn progress_keeps_flowing_while_nothing_changes() {
         progress.windows(2).all(|w| w[1].progress > w[0].progress),
         "{progress:?}"
     );
+}
+
+/// Reading the startup log of failed scripts can be slow (Coder slow to answer, 5xx
+/// retries): meanwhile progress keeps flowing and a cancellation still ends the call,
+/// freeing the session for its next call.
+#[tokio::test]
+async fn a_slow_startup_log_read_keeps_progress_flowing_and_can_be_cancelled() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(
+        env.docker.id,
+        BuildPlan::with_agent(AgentPlan::start_error()),
+    );
+    env.sim
+        .hold_requests(http::Method::GET, "/api/v2/workspaceagents/");
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let token = handle.progress_token.clone();
+    let id = handle.id.clone();
+    env.sim
+        .wait_until(|v| v.pending_requests("GET", "/api/v2/workspaceagents/") == 1)
+        .await;
+    let heartbeats = |server: &common::Server| {
+        server
+            .progress(&token)
+            .iter()
+            .filter(|p| p.message.as_deref().unwrap_or("").ends_with(" s)"))
+            .count()
+    };
+    let before = heartbeats(&server);
+    let response = handle.await_response();
+    tokio::pin!(response);
+    tokio::select! {
+        _ = async {
+            while heartbeats(&server) <= before {
+                server.wait_for_progress(&token, server.progress(&token).len() + 1).await;
+            }
+        } => {}
+        done = &mut response => panic!("the call ended without a heartbeat during the held read: {done:?}"),
+    }
+    // Cancel it (the handle went into `response`, so by hand, as RequestHandle::cancel does).
+    server
+        .client
+        .peer()
+        .send_notification(
+            rmcp::model::CancelledNotification::new(rmcp::model::CancelledNotificationParam::new(
+                Some(id),
+                Some("user pressed stop".into()),
+            ))
+            .into(),
+        )
+        .await
+        .unwrap();
+    // The cancelled call let go of the session although its read is still held: the
+    // next call of the session gets as far as reading the log itself.
+    let next = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim
+        .wait_until(|v| v.pending_requests("GET", "/api/v2/workspaceagents/") == 2)
+        .await;
+    env.sim.release_requests();
+    let ServerResult::CallToolResult(result) = next.await_response().await.unwrap() else {
+        panic!()
+    };
+    let out = structured(&result);
+    assert_eq!(out["status"], "already_exists");
+    assert_eq!(out["startup_scripts"], "startup_scripts_failed");
+    assert!(
+        !out["startup_log_tail"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+    assert_eq!(env.workspaces().len(), 1);
+}
+
+/// Coder fails (5xx beyond the retries) in the middle of a session: the call is a tool
+/// error that says what happened and what to do, and once Coder is back the session
+/// carries on with its workspace.
+#[tokio::test]
+async fn coder_failing_mid_session_is_an_actionable_error_and_the_session_carries_on() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    let id = first["workspace_id"].as_str().unwrap();
+    // As many failures as the client makes attempts.
+    env.sim.inject_fault(
+        Fault::new(http::Method::GET, format!("/api/v2/workspaces/{id}"), 503)
+            .times(4)
+            .message("database is restarting"),
+    );
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(
+        error.contains("could not load this session's workspace")
+            && error.contains("HTTP 503: database is restarting"),
+        "{error}"
+    );
+    assert!(
+        error.contains("call create_workspace again with the same arguments"),
+        "{error}"
+    );
+    let again = structured(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(again["status"], "already_exists");
+    assert_eq!(again["workspace_id"], first["workspace_id"]);
+    assert_eq!(env.workspaces().len(), 1);
+}
+
+/// Coder goes away altogether mid-session: tool errors naming the problem, no crash,
+/// no hang, and the server still answers.
+#[tokio::test]
+async fn coder_unreachable_mid_session_is_an_actionable_error_and_the_server_keeps_serving() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    structured(&server.call("create_workspace", env.create_args()).await);
+    env.sim.clone().shutdown().await;
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert!(error.contains("could not reach Coder at"), "{error}");
+    assert!(
+        error.contains("call create_workspace again with the same arguments"),
+        "{error}"
+    );
+    let listing = error_text(&server.call("list_templates", json!({})).await);
+    assert!(listing.contains("could not reach Coder"), "{listing}");
+    assert!(!server.finish().await.contains(common::TOKEN));
+}
+
+/// After falling back to polling, the watch stream is tried again (every
+/// --stream-retry) and, once it is back, polling stops.
+#[tokio::test]
+async fn after_polling_the_watch_stream_is_resumed_and_polling_stops() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env
+        .server(&["--max-call-wait", "0", "--stream-retry", "1s"])
+        .await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    env.sim
+        .wait_until(|v| v.held_builds() == 1 && v.open_watch_streams() == 1)
+        .await;
+    let id = env.workspaces()[0].id;
+    let poll_path = format!("/api/v2/workspaces/{id}");
+    let is_poll = |r: &coder_workspace_mcp::sim::RecordedRequest| {
+        r.method == "GET" && r.path == poll_path && r.status == 200
+    };
+
+    // The stream dies and cannot come back for now: polling.
+    env.sim.set_watch_support(false, false);
+    env.sim.drop_watch_streams();
+    env.sim
+        .wait_until(|v| v.open_watch_streams() == 0 && v.requests().iter().any(is_poll))
+        .await;
+
+    // The stream is served again: a new watch-ws connection opens.
+    env.sim.set_watch_support(true, true);
+    env.sim.wait_until(|v| v.open_watch_streams() == 1).await;
+    env.sim.release_builds();
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(structured(&result)["build_status"], "running");
+
+    let requests = env.sim.requests();
+    let upgrades: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path.ends_with("/watch-ws") && r.status == 101)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(upgrades.len(), 2, "the first stream and the resumed one");
+    let polls_between = requests[upgrades[0]..upgrades[1]]
+        .iter()
+        .filter(|r| is_poll(r))
+        .count();
+    assert!(polls_between >= 1, "it polled while the stream was gone");
+    let polls_after = requests[upgrades[1]..]
+        .iter()
+        .filter(|r| is_poll(r))
+        .count();
+    assert_eq!(polls_after, 0, "no polling once the stream is back");
 }

@@ -10,6 +10,18 @@
 //! | running, agent connecting/connected                | wait for readiness → `already_exists` |
 //! | stopped (a succeeded `stop` build)                 | start it, wait → `already_exists` |
 //! | latest build failed or canceled; agent gone        | create                          |
+//!
+//! A replacement cannot take the old workspace's name while that one still exists
+//! (Coder names are unique per owner among undeleted workspaces), so when the caller
+//! asked for that very name the new workspace gets one derived from it
+//! (`dev-1` → `dev-1-3f2a`) and the answer's message says why. A deleted workspace
+//! frees its name, which is then reused.
+//!
+//! A call whose `--max-call-wait` runs out while waiting for the session's lock
+//! answers `building` (not an error), describing the session's workspace, or, when
+//! the other call has not yet created it, the name it is being created under.
+//! Sessionless calls lock per (user, requested name), so different names never wait
+//! for each other.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -112,8 +124,24 @@ impl Engine {
             by_name: request.by_name,
             progress: ProgressTracker::new(sink, self.config.heartbeat),
         };
-        let slot = self.sessions.slot(key);
-        let mut state = match call.lock_session(&slot).await? {
+        let requested = request
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        // Without a session the name is what ties calls together, so calls for
+        // different names must not wait for each other: one lock per (user, name).
+        // Nameless sessionless calls always create, and share the user's lock.
+        let slot_key = match requested {
+            Some(name) if request.by_name => {
+                SessionKey::new(key.user, format!("{}:name:{name}", key.session))
+            }
+            _ => key.clone(),
+        };
+        let slot = self.sessions.slot(&slot_key);
+        // A nameless sessionless slot's workspace belongs to some other call.
+        let slot_is_ours = !(request.by_name && requested.is_none());
+        let mut state = match call.lock_session(&slot, &request, slot_is_ours).await? {
             Locked::Yes(state) => state,
             Locked::NotInTime(result) => return Ok(*result),
         };
@@ -122,15 +150,34 @@ impl Engine {
         } else {
             state.workspace().cloned()
         };
-        if let Some(remembered) = &remembered
-            && let Some(result) = call.resume(&mut state, remembered, &request).await?
-        {
-            return Ok(result);
+        let mut replaced = None;
+        if let Some(remembered) = &remembered {
+            match call.resume(&mut state, remembered, &request).await? {
+                Resumed::Answer(result) => return Ok(*result),
+                Resumed::Replace(replace) => replaced = Some(replace),
+            }
         }
-        // In by-name mode an unusable workspace still holds the name.
-        let name_taken = request.by_name && remembered.is_some();
-        call.create(&slot, &mut state, request, name_taken).await
+        let created = call.create(&slot, &mut state, request, replaced).await;
+        slot.set_pending(None);
+        created
     }
+}
+
+/// What became of the workspace a call found (remembered by the session, or by name).
+enum Resumed {
+    /// It is returned (ready, still coming up, or started again).
+    Answer(Box<CreateWorkspaceResult>),
+    /// It cannot be used; a new workspace is created instead.
+    Replace(Replaced),
+}
+
+/// The unusable workspace a new one replaces.
+struct Replaced {
+    name: String,
+    why: String,
+    /// It still exists in Coder, so it still holds its name (Coder names are unique
+    /// per owner among workspaces that are not deleted).
+    holds_name: bool,
 }
 
 enum Locked<'a> {
@@ -210,7 +257,12 @@ impl<'a> Call<'a> {
         }
     }
 
-    async fn lock_session(&mut self, slot: &'a SessionSlot) -> Result<Locked<'a>, CreateError> {
+    async fn lock_session(
+        &mut self,
+        slot: &'a SessionSlot,
+        request: &CreateRequest,
+        slot_is_ours: bool,
+    ) -> Result<Locked<'a>, CreateError> {
         let client = self.client;
         let lock = slot.lock();
         tokio::pin!(lock);
@@ -230,10 +282,14 @@ impl<'a> Call<'a> {
                 _ = self.cancel.cancelled() => return Err(CreateError::Cancelled),
                 state = &mut lock => return Ok(Locked::Yes(state)),
                 _ = sleep_until_opt(self.deadline) => {
-                    let Some(remembered) = slot.peek() else {
-                        return Err(CreateError::InvalidArguments(
-                            "another create_workspace call of this session is still preparing its workspace; call create_workspace again with the same arguments to wait for it".into(),
-                        ));
+                    let Some(remembered) = slot.peek().filter(|_| slot_is_ours) else {
+                        // The other call has not created its workspace yet (Coder may
+                        // be slow to answer). Like any call that runs out of time, this
+                        // is not an error: the model is told to call again.
+                        let pending = slot.pending().filter(|_| slot_is_ours);
+                        return Ok(Locked::NotInTime(Box::new(
+                            self.not_created_yet(request, pending).await?,
+                        )));
                     };
                     let ws = self
                         .guard(client.workspace(remembered.id))
@@ -253,6 +309,61 @@ impl<'a> Call<'a> {
                 }
             }
         }
+    }
+
+    /// The `building` answer of a call whose time ran out while this session's other
+    /// call was still creating the workspace: there is no workspace to describe yet,
+    /// only the name it is being created under (when already chosen).
+    async fn not_created_yet(
+        &mut self,
+        request: &CreateRequest,
+        pending: Option<String>,
+    ) -> Result<CreateWorkspaceResult, CreateError> {
+        let client = self.client;
+        let me = self
+            .guard(client.me())
+            .await?
+            .map_err(|e| CreateError::coder("could not load the Coder user", e))?;
+        let template = self
+            .guard(client.template(request.template_id))
+            .await?
+            .map_err(|e| CreateError::coder("could not read the template", e))?;
+        let (name, url) = match &pending {
+            Some(name) => (name.clone(), client.dashboard_url(&me.username, name)),
+            None => (String::new(), format!("{}/workspaces", client.base_url())),
+        };
+        let which = match &pending {
+            Some(name) => format!("workspace {name:?}"),
+            None => "the workspace".to_owned(),
+        };
+        let how = match request.name.as_deref().map(str::trim) {
+            Some(requested) if self.by_name && !requested.is_empty() => {
+                format!("with the same template_id and name {requested:?}")
+            }
+            _ => "with the same arguments".to_owned(),
+        };
+        Ok(CreateWorkspaceResult {
+            created: false,
+            workspace_name: name,
+            status: Some(CallStatus::Building),
+            message: Some(format!(
+                "another create_workspace call is still creating {which} (Coder has not confirmed it yet) after {} s; this is normal; call create_workspace again {how} to keep waiting: it waits for this same workspace and never creates a second one.",
+                self.started.elapsed().as_secs()
+            )),
+            agent_status: None,
+            agent_error: None,
+            startup_scripts: None,
+            lifecycle_state: None,
+            startup_log_tail: Vec::new(),
+            workspace_id: None,
+            owner: me.username,
+            template_id: template.id,
+            template_name: template.name,
+            build_status: "pending".into(),
+            build_number: 0,
+            agent_name: None,
+            url,
+        })
     }
 
     /// By-name mode: the workspace an earlier call made for this requested name (which
@@ -298,13 +409,17 @@ impl<'a> Call<'a> {
         state: &mut SessionState,
         remembered: &RememberedWorkspace,
         request: &CreateRequest,
-    ) -> Result<Option<CreateWorkspaceResult>, CreateError> {
+    ) -> Result<Resumed, CreateError> {
         let client = self.client;
         let ws = match self.guard(client.workspace(remembered.id)).await? {
             Ok(ws) => ws,
             Err(err) if err.is_not_found() => {
                 tracing::info!(workspace = %remembered.name, "the session's workspace is gone; creating a new one");
-                return Ok(None);
+                return Ok(Resumed::Replace(Replaced {
+                    name: remembered.name.clone(),
+                    why: "it was deleted".into(),
+                    holds_name: false,
+                }));
             }
             Err(err) => {
                 return Err(CreateError::coder(
@@ -318,7 +433,14 @@ impl<'a> Call<'a> {
         };
         if let Some(reason) = unusable(&ws) {
             tracing::info!(workspace = %ws.name, %reason, "the session's workspace is unusable; creating a new one");
-            return Ok(None);
+            // A finished delete frees the name; anything else keeps it taken.
+            let deleted = ws.latest_build.transition == WorkspaceTransition::Delete
+                && ws.latest_build.job.status == ProvisionerJobStatus::Succeeded;
+            return Ok(Resumed::Replace(Replaced {
+                name: ws.name,
+                why: reason,
+                holds_name: !deleted,
+            }));
         }
         let was_building = !ws.latest_build.job.status.is_terminal()
             || ws.latest_build.transition == WorkspaceTransition::Stop;
@@ -339,7 +461,8 @@ impl<'a> Call<'a> {
         }
         let note = (!notes.is_empty()).then(|| notes.join("; "));
         let result = self.result(&ws, false, readiness, origin, note);
-        Ok(Some(self.with_startup_log(result, &ws).await))
+        let result = self.with_startup_log(result, &ws).await?;
+        Ok(Resumed::Answer(Box::new(result)))
     }
 
     async fn create(
@@ -347,7 +470,7 @@ impl<'a> Call<'a> {
         slot: &SessionSlot,
         state: &mut SessionState,
         request: CreateRequest,
-        name_taken: bool,
+        replaced: Option<Replaced>,
     ) -> Result<CreateWorkspaceResult, CreateError> {
         let client = self.client;
         let template_id = request.template_id;
@@ -375,23 +498,42 @@ impl<'a> Call<'a> {
             .as_deref()
             .map(str::trim)
             .filter(|n| !n.is_empty());
+        let resolved = resolve_name(requested, &template.name);
+        // The workspace being replaced may still hold the requested name: Coder would
+        // answer 409, so the new one gets a name derived from it instead. (Reusing the
+        // name would mean deleting the old workspace, which destroys what is left in
+        // it; the model or the user can still do that knowingly.)
+        let name_taken = match &replaced {
+            // Without a session, an unusable workspace found for this name (it may be
+            // one made earlier under a derived name) leaves the name to its owner.
+            Some(_) if request.by_name => true,
+            Some(old) => old.holds_name && old.name == resolved,
+            None => false,
+        };
         let name = match requested {
             Some(taken) if name_taken => generate_name(taken),
-            _ => resolve_name(requested, &template.name),
+            _ => resolved,
         };
         let renamed = requested.filter(|r| *r != name).map(|r| match name_problem(r) {
             Some(problem) => format!(
                 "{r:?} is not a valid Coder workspace name ({problem}); it was created as {name:?}"
             ),
-            None => format!(
-                "the existing workspace {r:?} could not be used, so a new one was created as {name:?}"
-            ),
+            None => match &replaced {
+                Some(old) if old.name == r => format!(
+                    "the existing workspace {r:?} could not be used ({}) and still holds its name, so a new one was created as {name:?}; delete {r:?} in Coder to free the name",
+                    old.why
+                ),
+                _ => format!(
+                    "the existing workspace {r:?} could not be used, so a new one was created as {name:?}"
+                ),
+            },
         });
         let shown = if template.display_name.is_empty() {
             &template.name
         } else {
             &template.display_name
         };
+        slot.set_pending(Some(name.clone()));
         self.progress
             .update(
                 Phase::Preparing,
@@ -420,8 +562,11 @@ impl<'a> Call<'a> {
                 }
             }
             Err(err) if err.status() == Some(409) && requested.is_some() => {
+                // Coder's message already ends with a period.
+                let err = err.to_string();
                 return Err(CreateError::InvalidArguments(format!(
-                    "{err}. Pass another name, or omit name to get a generated one."
+                    "{}. Pass another name, or omit name to get a generated one.",
+                    err.trim_end().trim_end_matches('.')
                 )));
             }
             Err(err) => {
@@ -447,7 +592,7 @@ impl<'a> Call<'a> {
         }
         let (ws, readiness, _) = self.wait_ready(state, ws).await?;
         let result = self.result(&ws, true, readiness, Origin::Created, renamed);
-        Ok(self.with_startup_log(result, &ws).await)
+        self.with_startup_log(result, &ws).await
     }
 
     /// Follows the workspace until it is ready, fails, times out or the call's own
@@ -691,6 +836,22 @@ impl<'a> Call<'a> {
                     WaitKind::Agent,
                 )),
             },
+            // Coder derives `disconnected` from timestamps: the agent connected, then
+            // missed its heartbeats. Right after a build that is often transient (the
+            // agent restarts, a network blip) and Coder's own CLI keeps waiting through
+            // it, so only --agent-timeout ends this wait too. (`unusable` still treats
+            // it as gone when a call *starts* on a workspace whose agent is disconnected.)
+            WorkspaceAgentStatus::Disconnected => Step::Wait {
+                phase: Phase::AgentConnecting,
+                message: format!(
+                    "agent {} lost its connection; waiting for it to reconnect",
+                    agent.name
+                ),
+                timeout: Some((
+                    state.wait_started(build.id, WaitKind::Agent) + self.config.agent_timeout,
+                    WaitKind::Agent,
+                )),
+            },
             status => Step::Done(Readiness::AgentNotReady(agent_problem(agent, status))),
         }
     }
@@ -747,7 +908,7 @@ impl<'a> Call<'a> {
             startup_scripts: None,
             lifecycle_state: None,
             startup_log_tail: Vec::new(),
-            workspace_id: ws.id,
+            workspace_id: Some(ws.id),
             owner: ws.owner_name.clone(),
             template_id: ws.template_id,
             template_name: ws.template_name.clone(),
@@ -828,19 +989,22 @@ impl<'a> Call<'a> {
 }
 
 impl Call<'_> {
-    /// Adds the tail of the startup log to a result whose scripts failed.
+    /// Adds the tail of the startup log to a result whose scripts failed. Guarded: the
+    /// read is retried on 5xx, which can take a while, and meanwhile a cancellation must
+    /// still stop the call and progress must keep flowing.
     async fn with_startup_log(
-        &self,
+        &mut self,
         mut result: CreateWorkspaceResult,
         ws: &Workspace,
-    ) -> CreateWorkspaceResult {
+    ) -> Result<CreateWorkspaceResult, CreateError> {
         if result.startup_scripts.is_none() {
-            return result;
+            return Ok(result);
         }
         let Some(agent) = ws.latest_build.first_agent() else {
-            return result;
+            return Ok(result);
         };
-        match self.client.agent_logs(agent.id).await {
+        let client = self.client;
+        match self.guard(client.agent_logs(agent.id)).await? {
             Ok(logs) => {
                 let skip = logs.len().saturating_sub(STARTUP_LOG_TAIL);
                 result.startup_log_tail = logs
@@ -851,7 +1015,7 @@ impl Call<'_> {
             }
             Err(err) => tracing::warn!(error = %err, "could not read the agent's startup log"),
         }
-        result
+        Ok(result)
     }
 }
 
@@ -888,7 +1052,9 @@ fn phase_of(ws: &Workspace) -> Phase {
             Some(agent)
                 if matches!(
                     agent.status,
-                    WorkspaceAgentStatus::Connecting | WorkspaceAgentStatus::Timeout
+                    WorkspaceAgentStatus::Connecting
+                        | WorkspaceAgentStatus::Timeout
+                        | WorkspaceAgentStatus::Disconnected
                 ) =>
             {
                 Phase::AgentConnecting

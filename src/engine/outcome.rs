@@ -40,8 +40,10 @@ pub struct CreateWorkspaceResult {
     /// The last lines of the agent's startup log, when startup scripts failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub startup_log_tail: Vec<String>,
-    /// The workspace id (UUID).
-    pub workspace_id: Uuid,
+    /// The workspace id (UUID). Absent only with `status: "building"` when this call
+    /// stopped waiting before Coder had created the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<Uuid>,
     /// The workspace owner's username.
     pub owner: String,
     /// The template the workspace was built from.
@@ -92,7 +94,7 @@ pub enum CreateError {
     #[error("{0}")]
     InvalidArguments(String),
     /// A Coder call failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {source}{}", retry_hint(source))]
     Coder {
         context: String,
         #[source]
@@ -127,6 +129,16 @@ pub enum CreateError {
     Deleted { workspace_name: String },
     #[error("the call was cancelled")]
     Cancelled,
+}
+
+/// What a model can do about a Coder failure that is likely to pass (5xx, 429, Coder
+/// unreachable): the idempotency makes calling again safe.
+fn retry_hint(source: &CoderError) -> &'static str {
+    if source.is_transient() {
+        " (Coder is unreachable or failing right now; wait a moment, then call create_workspace again with the same arguments; that is safe: it resumes the workspace already made for this call's session or name and never creates a second one)"
+    } else {
+        ""
+    }
 }
 
 impl CreateError {

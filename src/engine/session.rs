@@ -83,6 +83,9 @@ impl SessionState {
 pub struct SessionSlot {
     state: tokio::sync::Mutex<SessionState>,
     peek: Mutex<Option<RememberedWorkspace>>,
+    /// The name the call holding the lock is creating a workspace under, before Coder
+    /// has answered (so a waiting call can tell the model which one is coming).
+    pending: Mutex<Option<String>>,
     last_used: Mutex<Instant>,
 }
 
@@ -91,6 +94,7 @@ impl Default for SessionSlot {
         Self {
             state: Default::default(),
             peek: Default::default(),
+            pending: Default::default(),
             last_used: Mutex::new(Instant::now()),
         }
     }
@@ -114,6 +118,16 @@ impl SessionSlot {
     /// The remembered workspace, without taking the lock.
     pub fn peek(&self) -> Option<RememberedWorkspace> {
         self.peek.lock().expect("session peek lock").clone()
+    }
+
+    /// The name being created right now, without taking the lock.
+    pub fn pending(&self) -> Option<String> {
+        self.pending.lock().expect("session pending lock").clone()
+    }
+
+    /// Sets (or clears) the name being created (call with the lock held).
+    pub fn set_pending(&self, name: Option<String>) {
+        *self.pending.lock().expect("session pending lock") = name;
     }
 
     /// Remembers `workspace` as this session's (call with the lock held).

@@ -316,6 +316,19 @@ impl SimCoder {
         self.inner.update_quiet(|st| st.faults.push(fault));
     }
 
+    /// Holds every later request matching `method` and `path_contains` before it is
+    /// processed (recorded with status 0, see [`SimView::pending_requests`]) until
+    /// [`SimCoder::release_requests`]: a Coder that is slow to answer.
+    pub fn hold_requests(&self, method: http::Method, path_contains: impl Into<String>) {
+        let path = path_contains.into();
+        self.inner.update_quiet(|st| st.holds.push((method, path)));
+    }
+
+    /// Lets every held request through and stops holding.
+    pub fn release_requests(&self) {
+        self.inner.update_quiet(|st| st.holds.clear());
+    }
+
     /// Abruptly closes every open `watch-ws` and SSE `watch` connection: the TCP
     /// connection ends without a WebSocket close frame or SSE terminator.
     pub fn drop_watch_streams(&self) {

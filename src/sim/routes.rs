@@ -238,6 +238,25 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
         (seq, fault, caller)
     });
 
+    // A held request waits here, unprocessed, like a slow Coder (checked again after
+    // every state change, so a release lets it through at once).
+    let mut changes = inner.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let held = inner.read(|st| {
+            st.holds
+                .iter()
+                .any(|(m, p)| *m == method && path.contains(p.as_str()))
+        });
+        if !held {
+            break;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { break },
+            _ = inner.shutdown_token().cancelled() => break,
+        }
+    }
+
     let needs_auth = path.starts_with("/api/v2/") && path != "/api/v2/buildinfo";
     let fault_response = |status: u16, message: String| {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

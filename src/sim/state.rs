@@ -137,6 +137,9 @@ pub(crate) struct State {
     requests: Vec<(u64, RecordedRequest)>,
     next_request: u64,
     pub faults: Vec<Fault>,
+    /// Requests matching one of these (method, path fragment) wait before being
+    /// processed until [`super::SimCoder::release_requests`].
+    pub holds: Vec<(http::Method, String)>,
     pub watch_ws_supported: bool,
     pub watch_sse_supported: bool,
     pub open_watch_streams: usize,
@@ -166,6 +169,7 @@ impl State {
             requests: Vec::new(),
             next_request: 0,
             faults: Vec::new(),
+            holds: Vec::new(),
             watch_ws_supported: true,
             watch_sse_supported: true,
             open_watch_streams: 0,

@@ -74,6 +74,16 @@ impl SimView {
         self.open_streams
     }
 
+    /// Requests matching like [`SimView::requests_matching`] that have no answer yet
+    /// (held, or still being handled).
+    pub fn pending_requests(&self, method: impl AsRef<str>, path_contains: &str) -> usize {
+        let method = method.as_ref();
+        self.requests
+            .iter()
+            .filter(|r| r.status == 0 && r.method == method && r.path.contains(path_contains))
+            .count()
+    }
+
     /// Requests so far whose method is `method` and whose path contains `path_contains`.
     pub fn requests_matching(&self, method: impl AsRef<str>, path_contains: &str) -> usize {
         let method = method.as_ref();
