@@ -57,7 +57,9 @@ async fn main() -> anyhow::Result<()> {
     println!("server binary: {}", server.display());
     // The scale section holds thousands of sockets in this process (the simulator's side).
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
-        println!("warning: could not raise the open file limit ({err}); the scale section may fail");
+        println!(
+            "warning: could not raise the open file limit ({err}); the scale section may fail"
+        );
     }
     let run = RunInfo::collect(&root);
     println!(

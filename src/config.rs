@@ -269,7 +269,10 @@ pub fn resolve_credentials(args: &CoderArgs) -> Result<Credentials, String> {
                 return Err(format!(
                     "no Coder session token for {url}: set CODER_SESSION_TOKEN (create a token with `coder tokens create`). The token `coder login` stored in {} belongs to {}, so it is not sent to {url}",
                     describe_dir(dir.as_deref(), "session"),
-                    login_url.map_or_else(|| "an unrecorded deployment".to_owned(), |u| format!("another deployment ({u})")),
+                    login_url.map_or_else(
+                        || "an unrecorded deployment".to_owned(),
+                        |u| format!("another deployment ({u})")
+                    ),
                 ));
             }
             (None, _) => {

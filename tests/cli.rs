@@ -150,7 +150,10 @@ fn credentials_in_the_coder_url_are_refused_without_being_echoed() {
         &[("CODER_SESSION_TOKEN", TOKEN)],
     );
     assert_ne!(code, 0);
-    assert!(stderr.contains("contains a user name or password"), "{stderr}");
+    assert!(
+        stderr.contains("contains a user name or password"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hunter2-secret"), "{stderr}");
     assert!(!stderr.contains(TOKEN), "{stderr}");
 }

@@ -163,36 +163,42 @@ async fn required_regex_and_ephemeral_parameters_are_shown_and_enforced() {
         description: description.into(),
         ..Default::default()
     };
-    let template = env.sim.add_template(TemplateSpec::named("gpu").with_parameters(vec![
-        TemplateVersionParameter {
-            name: "gpu_model".into(),
-            kind: "string".into(),
-            form_type: "radio".into(),
-            required: true,
-            options: vec![option("a100", "80 GiB"), option("l4", "24 GiB, cheaper")],
-            ..Default::default()
-        },
-        TemplateVersionParameter {
-            name: "repo".into(),
-            kind: "string".into(),
-            default_value: "https://github.com/coder/coder".into(),
-            validation_regex: "^https://".into(),
-            validation_error: "Use an https:// clone URL.".into(),
-            ..Default::default()
-        },
-        TemplateVersionParameter {
-            name: "wipe_home".into(),
-            kind: "bool".into(),
-            default_value: "false".into(),
-            ephemeral: true,
-            mutable: true,
-            ..Default::default()
-        },
-    ]));
+    let template = env
+        .sim
+        .add_template(TemplateSpec::named("gpu").with_parameters(vec![
+            TemplateVersionParameter {
+                name: "gpu_model".into(),
+                kind: "string".into(),
+                form_type: "radio".into(),
+                required: true,
+                options: vec![option("a100", "80 GiB"), option("l4", "24 GiB, cheaper")],
+                ..Default::default()
+            },
+            TemplateVersionParameter {
+                name: "repo".into(),
+                kind: "string".into(),
+                default_value: "https://github.com/coder/coder".into(),
+                validation_regex: "^https://".into(),
+                validation_error: "Use an https:// clone URL.".into(),
+                ..Default::default()
+            },
+            TemplateVersionParameter {
+                name: "wipe_home".into(),
+                kind: "bool".into(),
+                default_value: "false".into(),
+                ephemeral: true,
+                mutable: true,
+                ..Default::default()
+            },
+        ]));
     let server = env.server(&[]).await;
     let id = template.id.to_string();
 
-    let out = structured(&server.call("read_template", json!({"template_id": id})).await);
+    let out = structured(
+        &server
+            .call("read_template", json!({"template_id": id}))
+            .await,
+    );
     let params = out["parameters"].as_array().unwrap();
     let gpu = &params[0];
     assert_eq!(gpu["required"], true);
@@ -205,9 +211,15 @@ async fn required_regex_and_ephemeral_parameters_are_shown_and_enforced() {
     assert_eq!(params[2]["ephemeral"], true);
     assert_eq!(params[2]["mutable"], true);
 
-    let missing = error_text(&server.call("create_workspace", json!({"template_id": id})).await);
+    let missing = error_text(
+        &server
+            .call("create_workspace", json!({"template_id": id}))
+            .await,
+    );
     assert!(
-        missing.contains(r#"missing required parameter "gpu_model" (choose one of "a100" (A100), "l4" (L4))"#),
+        missing.contains(
+            r#"missing required parameter "gpu_model" (choose one of "a100" (A100), "l4" (L4))"#
+        ),
         "{missing}"
     );
     let bad_repo = error_text(
@@ -233,7 +245,12 @@ async fn required_regex_and_ephemeral_parameters_are_shown_and_enforced() {
             .await,
     );
     assert_eq!(created["created"], true);
-    let build = env.sim.requests().into_iter().find(|r| r.method == "POST").unwrap();
+    let build = env
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
     let values = &build.body.unwrap()["rich_parameter_values"];
     assert_eq!(values, &json!([{"name": "gpu_model", "value": "l4"}]));
 }
