@@ -307,7 +307,7 @@ async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: N
         .map(str::to_owned);
     let method = request.method().clone();
     let mut request = request;
-    let mut opens_session = false;
+    let mut reservation = None;
     if let Some(id) = &session_id {
         if let Err(refusal) = app.registry.check(id, &caller.credential) {
             return refusal.into_response();
@@ -327,9 +327,13 @@ async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: N
                 );
             }
         };
-        opens_session = is_initialize(&bytes);
-        if opens_session && let Err(refusal) = app.registry.admit(&caller.credential) {
-            return refusal.into_response();
+        if is_initialize(&bytes) {
+            // The slot is taken now, not when rmcp has answered: parallel initialize
+            // requests would otherwise all pass the limits before any is registered.
+            match app.registry.reserve(&caller.credential) {
+                Ok(slot) => reservation = Some(slot),
+                Err(refusal) => return refusal.into_response(),
+            }
         }
         request = Request::from_parts(parts, Body::from(bytes));
     }
@@ -357,16 +361,17 @@ async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: N
         }),
         None => response,
     };
-    if opens_session
+    // No session id in the answer (an error, a refusal): the reservation is dropped
+    // here, which gives its slot back.
+    if let Some(slot) = reservation
         && let Some(id) = response
             .headers()
             .get(MCP_SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
     {
         tracing::info!(session = %id, user = %caller.identity.user.username, "session opened");
-        app.registry.register(
+        slot.commit(
             id.to_owned(),
-            caller.credential.clone(),
             caller.identity.user.id,
             Transport::StreamableHttp,
         );
