@@ -132,6 +132,9 @@ pub async fn serve(
     if !local.ip().is_loopback() {
         tracing::warn!(%local, "listening on a non-loopback address: make sure a TLS-terminating proxy and --allowed-host are in place");
     }
+    // Installed before anything is served (and before "listening on" is logged): from
+    // then on a SIGTERM drains gracefully instead of killing the process.
+    let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
     let app = Arc::new(App {
         auth: Authenticator::new(coder.clone(), options.shared),
@@ -195,15 +198,21 @@ pub async fn serve(
     ));
 
     // Without TCP_NODELAY every streamed response stalls ~40 ms (Nagle + delayed ACK).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener_closed = CancellationToken::new();
+    let listener = NoticeClose {
+        inner: listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        _closed: listener_closed.clone().drop_guard(),
+    };
     tracing::info!("listening on http://{local} (Streamable HTTP at /mcp, legacy SSE at /sse)");
 
     let stop_accepting = CancellationToken::new();
     let drain = tokio::spawn(drain_on_signal(
         app.clone(),
+        signals,
         stop_accepting.clone(),
+        listener_closed,
         options.shutdown_grace,
     ));
     let server = axum::serve(listener, router)
@@ -222,8 +231,14 @@ pub async fn serve(
 
 /// On SIGTERM/SIGINT: stop accepting, let tool calls finish for up to `grace`, cancel
 /// the rest, then close every session.
-async fn drain_on_signal(app: Arc<App>, stop_accepting: CancellationToken, grace: Duration) {
-    wait_for_signal().await;
+async fn drain_on_signal(
+    app: Arc<App>,
+    signals: Signals,
+    stop_accepting: CancellationToken,
+    listener_closed: CancellationToken,
+    grace: Duration,
+) {
+    signals.wait().await;
     let in_flight = app.calls.calls.count();
     tracing::info!(
         in_flight,
@@ -231,6 +246,8 @@ async fn drain_on_signal(app: Arc<App>, stop_accepting: CancellationToken, grace
         humantime::format_duration(grace)
     );
     stop_accepting.cancel();
+    listener_closed.cancelled().await;
+    tracing::info!("listening socket closed: new connections are refused");
     if tokio::time::timeout(grace, app.calls.calls.idle())
         .await
         .is_err()
@@ -250,19 +267,63 @@ async fn drain_on_signal(app: Arc<App>, stop_accepting: CancellationToken, grace
     app.transport_shutdown.cancel();
 }
 
-async fn wait_for_signal() {
+/// The shutdown signals, registered up front: tokio only takes over a signal's default
+/// action (exit) once a handler for it exists.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The listener, with notice of when axum lets go of it (the socket is closed, so new
+/// connections are refused rather than left waiting in the accept queue).
+struct NoticeClose<L> {
+    inner: L,
+    _closed: tokio_util::sync::DropGuard,
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for NoticeClose<L> {
+    type Io = L::Io;
+    type Addr = L::Addr;
+
+    fn accept(&mut self) -> impl std::future::Future<Output = (Self::Io, Self::Addr)> + Send {
+        self.inner.accept()
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }
 
