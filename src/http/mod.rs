@@ -64,6 +64,7 @@ pub struct App {
     pub max_body: usize,
     /// Ends every session and stream (after the calls are done or cancelled).
     pub transport_shutdown: CancellationToken,
+    pub readiness: health::Readiness,
 }
 
 impl App {
@@ -146,6 +147,7 @@ pub async fn serve(
         responses: InFlight::default(),
         max_body: options.guard.max_body,
         transport_shutdown: shutdown.clone(),
+        readiness: health::Readiness::default(),
     });
 
     let mut sessions = LocalSessionManager::default();
