@@ -987,3 +987,89 @@ async fn a_non_loopback_address_is_warned_about() {
     let local = serve(&env, &[]).await;
     assert!(!local.log().contains("non-loopback"), "{}", local.log());
 }
+
+#[tokio::test]
+async fn a_dropped_response_stream_resumes_with_last_event_id() {
+    use futures::StreamExt;
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let http = serve(&env, &["--max-call-wait", "0"]).await;
+    let auth = format!("Bearer {TOKEN}");
+    let opened = http
+        .post_mcp(&[("authorization", &auth)], &initialize_body())
+        .await;
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let in_session = [
+        ("authorization", auth.as_str()),
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let initialized = http
+        .post_mcp(
+            &in_session,
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+    assert_eq!(initialized.status(), 202);
+
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "create_workspace", "arguments": env.create_args(),
+        "_meta": {"progressToken": "resume-me"}}});
+    let response = http.post_mcp(&in_session, &call).await;
+    assert_eq!(response.status(), 200);
+    let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+    let (mut seen, mut progress, mut last_id) = (Vec::new(), 0, None);
+    while progress < 2 {
+        let event = events.next().await.expect("stream open").unwrap();
+        let data = event.data.unwrap_or_default();
+        progress += data.contains("notifications/progress") as usize;
+        if let Some(id) = event.id {
+            seen.push(id.clone());
+            last_id = Some(id);
+        }
+    }
+    // The client loses the stream mid-call.
+    drop(events);
+    let last_id = last_id.expect("events carry ids");
+
+    let resumed = reqwest::Client::new()
+        .get(http.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let mut events = sse_stream::SseStream::from_bytes_stream(resumed.bytes_stream());
+    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    env.sim.release_builds();
+    let result = loop {
+        let event = events.next().await.expect("resumed stream open").unwrap();
+        // rmcp 3.11 resumes *at* the Last-Event-ID event (it is sent again; see the
+        // README), but nothing before it comes twice.
+        if let Some(id) = &event.id {
+            assert!(
+                id == &last_id || !seen.contains(id),
+                "event {id} replayed twice"
+            );
+        }
+        let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+            continue;
+        };
+        let message: serde_json::Value = serde_json::from_str(&data).unwrap();
+        if message["id"] == 3 {
+            break message;
+        }
+    };
+    assert_eq!(
+        result["result"]["structuredContent"]["created"], true,
+        "{result}"
+    );
+    assert_eq!(env.workspaces().len(), 1);
+}
