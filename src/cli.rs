@@ -114,6 +114,15 @@ async fn serve_stdio(cli: &Cli) -> anyhow::Result<()> {
 }
 
 async fn serve_http(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+    // Without --shared-identity the static bearer would be ignored: a deployment that
+    // believes it is protected by it would in fact take any valid Coder token.
+    if args.auth_token.is_some() && !args.shared_identity {
+        anyhow::bail!(
+            "--auth-token (or CODER_MCP_AUTH_TOKEN) only applies with --shared-identity; \
+             add --shared-identity for a single shared Coder identity, or drop the token \
+             to have each client send its own Coder token"
+        );
+    }
     let engine = Arc::new(Engine::new(
         cli.timing.engine_config(),
         Arc::new(MemorySessionStore::default()),

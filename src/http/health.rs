@@ -1,28 +1,50 @@
 //! `/healthz` (the process serves) and `/readyz` (and Coder answers).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::App;
+
+/// How long a readiness answer is reused. `/readyz` needs no credentials, so without
+/// this anyone who can reach it could make the server call Coder as often as they like.
+pub const READY_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// The last readiness answer and when Coder was asked for it.
+#[derive(Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>,
+}
 
 pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    match app.coder.probe().await {
-        Ok(info) => {
-            Json(json!({ "status": "ready", "coder_version": info.version })).into_response()
-        }
+    // Held across the probe: concurrent hits wait for the one probe instead of each
+    // starting their own.
+    let mut last = app.readiness.last.lock().await;
+    if let Some((at, status, body)) = last.as_ref()
+        && at.elapsed() < READY_CACHE_TTL
+    {
+        return (*status, Json(body.clone())).into_response();
+    }
+    let (status, body) = match app.coder.probe().await {
+        Ok(info) => (
+            StatusCode::OK,
+            json!({ "status": "ready", "coder_version": info.version }),
+        ),
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "error": err.to_string() })),
-        )
-            .into_response(),
-    }
+            json!({ "status": "unavailable", "error": err.to_string() }),
+        ),
+    };
+    *last = Some((Instant::now(), status, body.clone()));
+    (status, Json(body)).into_response()
 }

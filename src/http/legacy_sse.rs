@@ -59,9 +59,11 @@ pub async fn open(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(caller) => caller,
         Err(err) => return err.into_response(),
     };
-    if let Err(refusal) = app.registry.admit(&caller.credential) {
-        return refusal.into_response();
-    }
+    // Reserved under the limit check's lock, so parallel opens cannot overshoot it.
+    let slot = match app.registry.reserve(&caller.credential) {
+        Ok(slot) => slot,
+        Err(refusal) => return refusal.into_response(),
+    };
     let id = uuid::Uuid::new_v4().to_string();
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (to_client, from_server) = mpsc::channel::<ServerJsonRpcMessage>(64);
@@ -73,12 +75,7 @@ pub async fn open(State(app): State<Arc<App>>, request: Request) -> Response {
             cancel: cancel.clone(),
         },
     );
-    app.registry.register(
-        id.clone(),
-        caller.credential.clone(),
-        caller.identity.user.id,
-        Transport::LegacySse,
-    );
+    slot.commit(id.clone(), caller.identity.user.id, Transport::LegacySse);
     tracing::info!(session = %id, user = %caller.identity.user.username, "legacy SSE session opened");
 
     let server = WorkspaceServer::per_request(app.engine.clone(), app.calls.clone());

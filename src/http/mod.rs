@@ -64,6 +64,7 @@ pub struct App {
     pub max_body: usize,
     /// Ends every session and stream (after the calls are done or cancelled).
     pub transport_shutdown: CancellationToken,
+    pub readiness: health::Readiness,
 }
 
 impl App {
@@ -132,6 +133,9 @@ pub async fn serve(
     if !local.ip().is_loopback() {
         tracing::warn!(%local, "listening on a non-loopback address: make sure a TLS-terminating proxy and --allowed-host are in place");
     }
+    // Installed before anything is served (and before "listening on" is logged): from
+    // then on a SIGTERM drains gracefully instead of killing the process.
+    let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
     let app = Arc::new(App {
         auth: Authenticator::new(coder.clone(), options.shared),
@@ -143,6 +147,7 @@ pub async fn serve(
         responses: InFlight::default(),
         max_body: options.guard.max_body,
         transport_shutdown: shutdown.clone(),
+        readiness: health::Readiness::default(),
     });
 
     let mut sessions = LocalSessionManager::default();
@@ -195,15 +200,21 @@ pub async fn serve(
     ));
 
     // Without TCP_NODELAY every streamed response stalls ~40 ms (Nagle + delayed ACK).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener_closed = CancellationToken::new();
+    let listener = NoticeClose {
+        inner: listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        _closed: listener_closed.clone().drop_guard(),
+    };
     tracing::info!("listening on http://{local} (Streamable HTTP at /mcp, legacy SSE at /sse)");
 
     let stop_accepting = CancellationToken::new();
     let drain = tokio::spawn(drain_on_signal(
         app.clone(),
+        signals,
         stop_accepting.clone(),
+        listener_closed,
         options.shutdown_grace,
     ));
     let server = axum::serve(listener, router)
@@ -222,8 +233,14 @@ pub async fn serve(
 
 /// On SIGTERM/SIGINT: stop accepting, let tool calls finish for up to `grace`, cancel
 /// the rest, then close every session.
-async fn drain_on_signal(app: Arc<App>, stop_accepting: CancellationToken, grace: Duration) {
-    wait_for_signal().await;
+async fn drain_on_signal(
+    app: Arc<App>,
+    signals: Signals,
+    stop_accepting: CancellationToken,
+    listener_closed: CancellationToken,
+    grace: Duration,
+) {
+    signals.wait().await;
     let in_flight = app.calls.calls.count();
     tracing::info!(
         in_flight,
@@ -231,6 +248,8 @@ async fn drain_on_signal(app: Arc<App>, stop_accepting: CancellationToken, grace
         humantime::format_duration(grace)
     );
     stop_accepting.cancel();
+    listener_closed.cancelled().await;
+    tracing::info!("listening socket closed: new connections are refused");
     if tokio::time::timeout(grace, app.calls.calls.idle())
         .await
         .is_err()
@@ -250,19 +269,63 @@ async fn drain_on_signal(app: Arc<App>, stop_accepting: CancellationToken, grace
     app.transport_shutdown.cancel();
 }
 
-async fn wait_for_signal() {
+/// The shutdown signals, registered up front: tokio only takes over a signal's default
+/// action (exit) once a handler for it exists.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The listener, with notice of when axum lets go of it (the socket is closed, so new
+/// connections are refused rather than left waiting in the accept queue).
+struct NoticeClose<L> {
+    inner: L,
+    _closed: tokio_util::sync::DropGuard,
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for NoticeClose<L> {
+    type Io = L::Io;
+    type Addr = L::Addr;
+
+    fn accept(&mut self) -> impl std::future::Future<Output = (Self::Io, Self::Addr)> + Send {
+        self.inner.accept()
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }
 
@@ -307,7 +370,7 @@ async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: N
         .map(str::to_owned);
     let method = request.method().clone();
     let mut request = request;
-    let mut opens_session = false;
+    let mut reservation = None;
     if let Some(id) = &session_id {
         if let Err(refusal) = app.registry.check(id, &caller.credential) {
             return refusal.into_response();
@@ -327,9 +390,13 @@ async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: N
                 );
             }
         };
-        opens_session = is_initialize(&bytes);
-        if opens_session && let Err(refusal) = app.registry.admit(&caller.credential) {
-            return refusal.into_response();
+        if is_initialize(&bytes) {
+            // The slot is taken now, not when rmcp has answered: parallel initialize
+            // requests would otherwise all pass the limits before any is registered.
+            match app.registry.reserve(&caller.credential) {
+                Ok(slot) => reservation = Some(slot),
+                Err(refusal) => return refusal.into_response(),
+            }
         }
         request = Request::from_parts(parts, Body::from(bytes));
     }
@@ -357,16 +424,17 @@ async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: N
         }),
         None => response,
     };
-    if opens_session
+    // No session id in the answer (an error, a refusal): the reservation is dropped
+    // here, which gives its slot back.
+    if let Some(slot) = reservation
         && let Some(id) = response
             .headers()
             .get(MCP_SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
     {
         tracing::info!(session = %id, user = %caller.identity.user.username, "session opened");
-        app.registry.register(
+        slot.commit(
             id.to_owned(),
-            caller.credential.clone(),
             caller.identity.user.id,
             Transport::StreamableHttp,
         );

@@ -2,7 +2,7 @@
 //! session hijacking), how many a credential may hold, and when each was last used.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -66,55 +66,114 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The sessions, and the slots reserved for sessions still being opened: a slot is
+/// taken under the same lock as the limit check, so parallel `initialize` requests
+/// cannot all pass the check before any of them is registered.
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<String, SessionEntry>,
+    reserved: HashMap<SessionToken, usize>,
+}
+
+impl Inner {
+    fn reserved_total(&self) -> usize {
+        self.reserved.values().sum()
+    }
+
+    fn release(&mut self, credential: &SessionToken) {
+        if let Some(count) = self.reserved.get_mut(credential) {
+            *count -= 1;
+            if *count == 0 {
+                self.reserved.remove(credential);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct SessionRegistry {
-    sessions: Mutex<HashMap<String, SessionEntry>>,
+    inner: Arc<Mutex<Inner>>,
     limits: SessionLimits,
 }
 
-impl SessionRegistry {
-    pub fn new(limits: SessionLimits) -> Self {
-        Self {
-            sessions: Mutex::new(HashMap::new()),
-            limits,
-        }
-    }
+/// A slot held for a session being opened. Dropping it (the transport opened no
+/// session, or the request was abandoned) gives the slot back; [`Reservation::commit`]
+/// turns it into the session.
+#[derive(Debug)]
+pub struct Reservation {
+    inner: Arc<Mutex<Inner>>,
+    credential: SessionToken,
+    committed: bool,
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
-        self.sessions.lock().expect("session registry")
-    }
-
-    /// May `credential` open one more session?
-    pub fn admit(&self, credential: &SessionToken) -> Result<(), Refusal> {
-        let sessions = self.lock();
-        if sessions.len() >= self.limits.total {
-            return Err(Refusal::TooMany(format!(
-                "the server has its maximum of {} sessions; try again later",
-                self.limits.total
-            )));
-        }
-        let own = sessions
-            .values()
-            .filter(|s| &s.credential == credential)
-            .count();
-        if own >= self.limits.per_credential {
-            return Err(Refusal::TooMany(format!(
-                "this token already has {own} open sessions (the limit); close one (HTTP DELETE) or let it expire"
-            )));
-        }
-        Ok(())
-    }
-
-    pub fn register(&self, id: String, credential: SessionToken, user: Uuid, transport: Transport) {
-        self.lock().insert(
+impl Reservation {
+    /// Registers the session `id` in the reserved slot.
+    pub fn commit(mut self, id: String, user: Uuid, transport: Transport) {
+        let mut inner = self.inner.lock().expect("session registry");
+        inner.release(&self.credential);
+        inner.sessions.insert(
             id,
             SessionEntry {
-                credential,
+                credential: self.credential.clone(),
                 user,
                 transport,
                 last_seen: Instant::now(),
             },
         );
+        drop(inner);
+        self.committed = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.inner
+                .lock()
+                .expect("session registry")
+                .release(&self.credential);
+        }
+    }
+}
+
+impl SessionRegistry {
+    pub fn new(limits: SessionLimits) -> Self {
+        Self {
+            inner: Arc::default(),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("session registry")
+    }
+
+    /// Takes a slot for one more session of `credential`, if the limits allow it.
+    pub fn reserve(&self, credential: &SessionToken) -> Result<Reservation, Refusal> {
+        let mut inner = self.lock();
+        if inner.sessions.len() + inner.reserved_total() >= self.limits.total {
+            return Err(Refusal::TooMany(format!(
+                "the server has its maximum of {} sessions; try again later",
+                self.limits.total
+            )));
+        }
+        let own = inner
+            .sessions
+            .values()
+            .filter(|s| &s.credential == credential)
+            .count()
+            + inner.reserved.get(credential).copied().unwrap_or(0);
+        if own >= self.limits.per_credential {
+            return Err(Refusal::TooMany(format!(
+                "this token already has {own} open sessions (the limit); close one (HTTP DELETE) or let it expire"
+            )));
+        }
+        *inner.reserved.entry(credential.clone()).or_default() += 1;
+        Ok(Reservation {
+            inner: self.inner.clone(),
+            credential: credential.clone(),
+            committed: false,
+        })
     }
 
     /// Checks that `id` belongs to `credential` and marks it used. `Ok(None)` for an
@@ -124,8 +183,8 @@ impl SessionRegistry {
         id: &str,
         credential: &SessionToken,
     ) -> Result<Option<SessionEntry>, Refusal> {
-        let mut sessions = self.lock();
-        match sessions.get_mut(id) {
+        let mut inner = self.lock();
+        match inner.sessions.get_mut(id) {
             Some(entry) if &entry.credential != credential => Err(Refusal::Foreign),
             Some(entry) => {
                 entry.last_seen = Instant::now();
@@ -137,19 +196,20 @@ impl SessionRegistry {
 
     /// Marks a session used (a message went either way).
     pub fn touch(&self, id: &str) {
-        if let Some(entry) = self.lock().get_mut(id) {
+        if let Some(entry) = self.lock().sessions.get_mut(id) {
             entry.last_seen = Instant::now();
         }
     }
 
     pub fn remove(&self, id: &str) -> Option<SessionEntry> {
-        self.lock().remove(id)
+        self.lock().sessions.remove(id)
     }
 
     /// Sessions unused for longer than `idle`.
     pub fn idle(&self, idle: Duration) -> Vec<(String, SessionEntry)> {
         let now = Instant::now();
         self.lock()
+            .sessions
             .iter()
             .filter(|(_, e)| now.duration_since(e.last_seen) >= idle)
             .map(|(id, e)| (id.clone(), e.clone()))
@@ -158,6 +218,7 @@ impl SessionRegistry {
 
     pub fn ids(&self, transport: Transport) -> Vec<String> {
         self.lock()
+            .sessions
             .iter()
             .filter(|(_, e)| e.transport == transport)
             .map(|(id, _)| id.clone())
@@ -165,7 +226,7 @@ impl SessionRegistry {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().sessions.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -184,28 +245,30 @@ mod tests {
             per_credential: 2,
         });
         let (a, b) = (SessionToken::new("a"), SessionToken::new("b"));
-        registry.register(
-            "1".into(),
-            a.clone(),
-            Uuid::nil(),
-            Transport::StreamableHttp,
-        );
-        registry.register("2".into(), a.clone(), Uuid::nil(), Transport::LegacySse);
-        assert!(matches!(registry.admit(&a), Err(Refusal::TooMany(_))));
-        assert!(registry.admit(&b).is_ok());
-        registry.register(
-            "3".into(),
-            b.clone(),
-            Uuid::nil(),
-            Transport::StreamableHttp,
-        );
+        registry
+            .reserve(&a)
+            .unwrap()
+            .commit("1".into(), Uuid::nil(), Transport::StreamableHttp);
+        // A slot still being opened counts against the limits...
+        let pending = registry.reserve(&a).unwrap();
+        assert!(matches!(registry.reserve(&a), Err(Refusal::TooMany(_))));
+        // ...and is given back when no session came of it.
+        drop(pending);
+        registry
+            .reserve(&a)
+            .unwrap()
+            .commit("2".into(), Uuid::nil(), Transport::LegacySse);
+        assert!(matches!(registry.reserve(&a), Err(Refusal::TooMany(_))));
+        let b_slot = registry.reserve(&b).unwrap();
         assert!(
-            matches!(registry.admit(&b), Err(Refusal::TooMany(_))),
-            "total limit"
+            matches!(registry.reserve(&b), Err(Refusal::TooMany(_))),
+            "total limit, reserved slots included"
         );
+        b_slot.commit("3".into(), Uuid::nil(), Transport::StreamableHttp);
         assert!(matches!(registry.check("1", &b), Err(Refusal::Foreign)));
         assert!(registry.check("1", &a).unwrap().is_some());
         assert!(registry.check("9", &a).unwrap().is_none());
         assert_eq!(registry.ids(Transport::LegacySse), ["2"]);
+        assert_eq!(registry.len(), 3);
     }
 }

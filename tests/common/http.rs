@@ -1,6 +1,7 @@
 //! The server binary in `serve` mode, and a small reqwest-based client for the legacy
 //! HTTP+SSE transport (rmcp has none).
 
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -23,9 +24,19 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub async fn spawn(coder_url: &str, extra_args: &[&str], env: &[(&str, &str)]) -> HttpServer {
+        Self::spawn_on("127.0.0.1:0", coder_url, extra_args, env).await
+    }
+
+    /// Like [`HttpServer::spawn`], listening on `listen`.
+    pub async fn spawn_on(
+        listen: &str,
+        coder_url: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> HttpServer {
         let mut command = tokio::process::Command::new(BIN);
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "trace"])
+            .args(["serve", "--listen", listen, "--log-level", "trace"])
             .args(extra_args)
             .env("CODER_URL", coder_url)
             .env_remove("CODER_SESSION_TOKEN")
@@ -97,6 +108,14 @@ impl HttpServer {
         }
     }
 
+    /// The log from the first line containing `needle` on (for "X happened after Y").
+    pub fn log_after(&self, needle: &str) -> String {
+        let log = self.log();
+        log.find(needle)
+            .map(|at| log[at..].to_owned())
+            .unwrap_or_default()
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let pid = self.child.id().expect("running").to_string();
@@ -142,6 +161,8 @@ pub struct LegacyClient {
     messages: mpsc::UnboundedReceiver<Value>,
     /// Notifications received so far (progress among them).
     pub notifications: Vec<Value>,
+    /// Responses that arrived while waiting for something else, by request id.
+    responses: HashMap<u64, Value>,
     next_id: u64,
 }
 
@@ -180,6 +201,7 @@ impl LegacyClient {
             endpoint,
             messages,
             notifications: Vec::new(),
+            responses: HashMap::new(),
             next_id: 1,
         };
         let init = client
@@ -220,43 +242,87 @@ impl LegacyClient {
         assert_eq!(status, 202);
     }
 
-    /// Sends a request and waits for its response on the event stream.
-    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+    /// Sends a request without waiting for its response; returns its id.
+    pub async fn send(&mut self, method: &str, params: Value) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let status = self
             .post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
             .await;
         assert_eq!(status, 202, "POST {method}");
-        loop {
-            let message = self.messages.recv().await.expect("event stream open");
-            if message.get("id") == Some(&json!(id)) {
-                return message;
-            }
-            if message.get("method").is_some() {
-                self.notifications.push(message);
-            }
+        id
+    }
+
+    /// Reads one message from the event stream, filing it as a response or a notification.
+    async fn receive(&mut self) {
+        let message = self.messages.recv().await.expect("event stream open");
+        if let Some(id) = message.get("id").and_then(Value::as_u64)
+            && message.get("method").is_none()
+        {
+            self.responses.insert(id, message);
+        } else if message.get("method").is_some() {
+            self.notifications.push(message);
         }
     }
 
-    /// `tools/call` with a progress token; returns the result and the progress notifications.
-    pub async fn call_tool(&mut self, name: &str, arguments: Value) -> (Value, Vec<Value>) {
+    /// Waits for the response to request `id`.
+    pub async fn response(&mut self, id: u64) -> Value {
+        loop {
+            if let Some(response) = self.responses.remove(&id) {
+                return response;
+            }
+            self.receive().await;
+        }
+    }
+
+    /// Sends a request and waits for its response on the event stream.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(method, params).await;
+        self.response(id).await
+    }
+
+    /// Starts a `tools/call` with a progress token; returns the request id and the token.
+    pub async fn start_call(&mut self, name: &str, arguments: Value) -> (u64, String) {
         let token = format!("legacy-{}", self.next_id);
-        let response = self
-            .request(
+        let id = self
+            .send(
                 "tools/call",
                 json!({"name": name, "arguments": arguments, "_meta": {"progressToken": token}}),
             )
             .await;
-        let progress = self
-            .notifications
+        (id, token)
+    }
+
+    /// The progress notifications received so far for `token`.
+    pub fn progress(&self, token: &str) -> Vec<Value> {
+        self.notifications
             .iter()
             .filter(|n| {
                 n["method"] == "notifications/progress"
                     && n["params"]["progressToken"] == json!(token)
             })
             .cloned()
-            .collect();
-        (response["result"].clone(), progress)
+            .collect()
+    }
+
+    /// Waits until `token` has received at least `count` progress notifications; false if
+    /// the response to `id` came first.
+    pub async fn wait_for_progress(&mut self, id: u64, token: &str, count: usize) -> bool {
+        loop {
+            if self.progress(token).len() >= count {
+                return true;
+            }
+            if self.responses.contains_key(&id) {
+                return false;
+            }
+            self.receive().await;
+        }
+    }
+
+    /// `tools/call` with a progress token; returns the result and the progress notifications.
+    pub async fn call_tool(&mut self, name: &str, arguments: Value) -> (Value, Vec<Value>) {
+        let (id, token) = self.start_call(name, arguments).await;
+        let response = self.response(id).await;
+        (response["result"].clone(), self.progress(&token))
     }
 }
