@@ -171,6 +171,7 @@ async fn serve_http(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
             max_body: args.max_body,
         },
         session_idle_timeout: args.session_idle_timeout,
+        ready_cache: args.ready_cache,
         limits: SessionLimits {
             total: args.max_sessions,
             per_credential: args.max_sessions_per_token,

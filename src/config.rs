@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// Sessions unused this long are closed.
     #[arg(long, default_value = "30m", value_parser = parse_duration, value_name = "DURATION")]
     pub session_idle_timeout: Duration,
+    /// How long a /readyz answer is reused (it needs no credentials, so it must not let
+    /// anyone make the server call Coder at will). Hidden: tests lengthen it.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub ready_cache: Duration,
     /// Most sessions open at once, in all.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_sessions: usize,

@@ -12,14 +12,21 @@ use tokio::time::Instant;
 
 use super::App;
 
-/// How long a readiness answer is reused. `/readyz` needs no credentials, so without
-/// this anyone who can reach it could make the server call Coder as often as they like.
-pub const READY_CACHE_TTL: Duration = Duration::from_secs(2);
-
-/// The last readiness answer and when Coder was asked for it.
-#[derive(Default)]
+/// The last readiness answer and when Coder was asked for it. `/readyz` needs no
+/// credentials, so without reusing answers for a moment (`--ready-cache`, 2 s) anyone who
+/// can reach it could make the server call Coder as often as they like.
 pub struct Readiness {
+    ttl: Duration,
     last: tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>,
+}
+
+impl Readiness {
+    pub fn new(ttl: Duration) -> Readiness {
+        Readiness {
+            ttl,
+            last: Default::default(),
+        }
+    }
 }
 
 pub async fn healthz() -> Response {
@@ -31,7 +38,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     // starting their own.
     let mut last = app.readiness.last.lock().await;
     if let Some((at, status, body)) = last.as_ref()
-        && at.elapsed() < READY_CACHE_TTL
+        && at.elapsed() < app.readiness.ttl
     {
         return (*status, Json(body.clone())).into_response();
     }

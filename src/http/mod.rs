@@ -46,6 +46,8 @@ pub struct HttpOptions {
     pub listen: SocketAddr,
     pub guard: GuardConfig,
     pub session_idle_timeout: Duration,
+    /// How long a `/readyz` answer is reused.
+    pub ready_cache: Duration,
     pub limits: SessionLimits,
     pub shutdown_grace: Duration,
     pub shared: Option<SharedIdentity>,
@@ -147,7 +149,7 @@ pub async fn serve(
         responses: InFlight::default(),
         max_body: options.guard.max_body,
         transport_shutdown: shutdown.clone(),
-        readiness: health::Readiness::default(),
+        readiness: health::Readiness::new(options.ready_cache),
     });
 
     let mut sessions = LocalSessionManager::default();
