@@ -172,11 +172,31 @@ async fn main() -> anyhow::Result<()> {
 /// Builds the release server binary (the bench measures it as users run it).
 fn build_server(root: &Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    command
         .args(["build", "--release", "--bin", "coder-workspace-mcp"])
-        .current_dir(root)
-        .status()
-        .context("running cargo build")?;
+        .current_dir(root);
+    // Cargo ran this bench with the variables it sets for a package's programs
+    // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...). Build scripts such as ring's rerun when
+    // those change, so passing them on would rebuild half the dependencies on every run.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            )
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command.status().context("running cargo build")?;
     if !status.success() {
         bail!("cargo build --release failed");
     }
@@ -545,10 +565,12 @@ const DIRECT: &str = "direct GET";
 const ROUNDS: usize = 5;
 const IN_FLIGHT: usize = 16;
 
-/// One way of fetching the template list: the baseline GET, or an MCP client's call.
+/// One way of fetching the template list: the baseline GET, or an MCP client's call;
+/// or, to split the overhead, an MCP round trip that does not reach Coder (`tools/list`).
 enum Target<'a> {
     Direct { http: reqwest::Client, url: String },
     Mcp(&'a Client),
+    McpToolsList(&'a Client),
 }
 
 impl Target<'_> {
@@ -565,6 +587,9 @@ impl Target<'_> {
             }
             Target::Mcp(client) => {
                 call(client, "list_templates", json!({})).await?;
+            }
+            Target::McpToolsList(client) => {
+                client.list_tools(Default::default()).await?;
             }
         }
         Ok(())
@@ -624,6 +649,8 @@ async fn overhead(binary: &Path, calls: usize) -> anyhow::Result<Overhead> {
         ),
         ("stdio", Target::Mcp(&stdio)),
         ("stream-http", Target::Mcp(&http_mcp)),
+        ("stdio tools/list", Target::McpToolsList(&stdio)),
+        ("stream-http tools/list", Target::McpToolsList(&http_mcp)),
     ];
 
     for (_, target) in &targets {
@@ -1084,6 +1111,14 @@ impl Report {
                     ratio, mark(ratio <= 1.3), lo, hi, met, rounds.len()
                 ));
             }
+        }
+        let floor = |name: &str| o.transports.get(name).map_or(0.0, |l| l.p50_ms);
+        if o.transports.contains_key("stdio tools/list") {
+            out.push_str(&format!(
+                "| of which the MCP round trip alone (`tools/list`, no Coder), p50 | stdio {:.3} ms, stream-http {:.3} ms | | |\n",
+                floor("stdio tools/list"),
+                floor("stream-http tools/list")
+            ));
         }
         let sc = &self.scale;
         if let (Some(s), Some(b)) = (sc.runs.get("stream"), sc.runs.get("polling")) {
