@@ -153,17 +153,9 @@ pub async fn post(
         );
     };
     let (mut parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, app.max_body).await {
+    let bytes = match super::read_body(body, app.max_body).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "request body over the limit of {} bytes (see --max-body)",
-                    app.max_body
-                ),
-            );
-        }
+        Err(refusal) => return refusal,
     };
     let mut message: ClientJsonRpcMessage = match serde_json::from_slice(&bytes) {
         Ok(message) => message,

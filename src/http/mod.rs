@@ -86,6 +86,17 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// Reads a whole request body, or answers 413 when it grows past `limit` (the guard
+/// only sees a declared `Content-Length`; a chunked body is caught here).
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body over the limit of {limit} bytes (see --max-body)"),
+        )
+    })
+}
+
 /// The caller's scope for a request: the session key is the Coder chat id when one is
 /// sent, else the MCP session, else (a stateless request) the user alone.
 pub(crate) fn scope_for(
@@ -380,17 +391,9 @@ async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: N
     } else if method == Method::POST {
         // Look inside: an `initialize` opens a session and counts against the limits.
         let (parts, body) = request.into_parts();
-        let bytes = match axum::body::to_bytes(body, app.max_body).await {
+        let bytes = match read_body(body, app.max_body).await {
             Ok(bytes) => bytes,
-            Err(_) => {
-                return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "request body over the limit of {} bytes (see --max-body)",
-                        app.max_body
-                    ),
-                );
-            }
+            Err(refusal) => return refusal,
         };
         if is_initialize(&bytes) {
             // The slot is taken now, not when rmcp has answered: parallel initialize
