@@ -4,7 +4,7 @@
 mod common;
 
 use coder_workspace_mcp::sim::BuildPlan;
-use common::http::{HttpServer, LegacyClient, initialize_body};
+use common::http::{HttpServer, LegacyClient, initialize_body, stateless_create};
 use common::{BOB_TOKEN, Env, Server, TOKEN, error_text, structured};
 use rmcp::model::ServerResult;
 use serde_json::json;
@@ -127,42 +127,12 @@ async fn one_coder_chat_gets_one_workspace_across_sessions() {
 async fn stateless_requests_are_idempotent_by_workspace_name() {
     let env = Env::new().await;
     let http = serve(&env, &[]).await;
-    let call = |name: &'static str| {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "create_workspace",
-            "arguments": {"template_id": env.docker.id.to_string(), "name": name},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                      "io.modelcontextprotocol/clientCapabilities": {},
-                      "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "0"}}}});
-        let http = &http;
-        async move {
-            let auth = format!("Bearer {TOKEN}");
-            let response = http
-                .post_mcp(
-                    &[
-                        ("authorization", &auth),
-                        ("mcp-protocol-version", "2026-07-28"),
-                        ("mcp-method", "tools/call"),
-                        ("mcp-name", "create_workspace"),
-                    ],
-                    &body,
-                )
-                .await;
-            assert_eq!(response.status(), 200);
-            let text = response.text().await.unwrap();
-            let data = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .rfind(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-                .unwrap_or(text);
-            let message: serde_json::Value = serde_json::from_str(&data).unwrap();
-            message["result"]["structuredContent"].clone()
-        }
-    };
-    let first = call("stateless-ws").await;
+    let args = json!({"template_id": env.docker.id.to_string(), "name": "stateless-ws"});
+    let url = http.mcp_url();
+    let call = || stateless_create(&url, args.clone());
+    let first = call().await;
     assert_eq!(first["created"], true, "{first}");
-    let second = call("stateless-ws").await;
+    let second = call().await;
     assert_eq!(second["created"], false, "{second}");
     assert_eq!(second["status"], "already_exists");
     assert_eq!(second["workspace_id"], first["workspace_id"]);
@@ -657,30 +627,10 @@ async fn stateless_calls_with_an_invalid_name_still_find_their_workspace() {
     let env = Env::new().await;
     env.sim.set_build_plan(env.docker.id, BuildPlan::held());
     let http = serve(&env, &["--max-call-wait", "1s"]).await;
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "create_workspace",
-        "arguments": {"template_id": env.docker.id.to_string(), "name": "My WS"},
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                  "io.modelcontextprotocol/clientCapabilities": {},
-                  "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "0"}}}});
-    let auth = format!("Bearer {TOKEN}");
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/call"),
-        ("mcp-name", "create_workspace"),
-    ];
+    let args = json!({"template_id": env.docker.id.to_string(), "name": "My WS"});
     let mut results = Vec::new();
     for _ in 0..2 {
-        let text = http.post_mcp(&headers, &body).await.text().await.unwrap();
-        let data = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap()
-            .to_owned();
-        let message: serde_json::Value = serde_json::from_str(&data).unwrap();
-        results.push(message["result"]["structuredContent"].clone());
+        results.push(stateless_create(&http.mcp_url(), args.clone()).await);
     }
     // Both calls hit the call limit while the build is held...
     assert_eq!(results[0]["status"], "building", "{:?}", results[0]);

@@ -4,40 +4,13 @@
 mod common;
 
 use coder_workspace_mcp::sim::BuildPlan;
-use common::http::HttpServer;
-use common::{Env, TOKEN};
+use common::Env;
+use common::http::{HttpServer, stateless_create};
 use serde_json::{Value, json};
 
-/// One stateless `tools/call` of create_workspace; returns the structured result.
+/// One stateless create_workspace call for `name`; returns the structured result.
 async fn create(mcp_url: String, template_id: String, name: &'static str) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "create_workspace",
-        "arguments": {"template_id": template_id, "name": name},
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                  "io.modelcontextprotocol/clientCapabilities": {},
-                  "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "0"}}}});
-    let response = reqwest::Client::new()
-        .post(mcp_url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "create_workspace")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    let data = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .rfind(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .unwrap_or(text);
-    let message: Value = serde_json::from_str(&data).unwrap();
-    message["result"]["structuredContent"].clone()
+    stateless_create(&mcp_url, json!({"template_id": template_id, "name": name})).await
 }
 
 /// While "alpha" is held building (holding its lock), a call for "beta" goes ahead and

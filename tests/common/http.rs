@@ -144,6 +144,40 @@ impl HttpServer {
     }
 }
 
+/// One stateless `tools/call` of create_workspace (protocol 2026-07-28: no session, the
+/// client's details in `_meta`) as alice; returns the structured result.
+pub async fn stateless_create(mcp_url: &str, arguments: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "create_workspace",
+        "arguments": arguments,
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {},
+                  "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "0"}}}});
+    let response = reqwest::Client::new()
+        .post(mcp_url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {}", super::TOKEN))
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "create_workspace")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The answer is JSON, or an SSE stream whose last data line is the response.
+    let text = response.text().await.unwrap();
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .rfind(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .unwrap_or(text);
+    let message: Value = serde_json::from_str(&data).unwrap();
+    message["result"]["structuredContent"].clone()
+}
+
 /// A JSON-RPC `initialize` request body.
 pub fn initialize_body() -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
