@@ -9,11 +9,14 @@ use tracing_subscriber::EnvFilter;
 
 use crate::coder::CoderClient;
 use crate::coder::SessionToken;
-use crate::config::{Cli, Command, Credentials, ServeArgs, resolve_credentials, resolve_url};
-use crate::engine::{Engine, MemorySessionStore, SessionKey};
+use crate::config::{
+    Cli, Command, Credentials, ServeArgs, StoreArgs, resolve_credentials, resolve_url,
+};
+use crate::engine::{Engine, TaskKey};
 use crate::http::auth::SharedIdentity;
 use crate::http::guard::{GuardConfig, LOOPBACK_HOSTS};
 use crate::http::sessions::SessionLimits;
+use crate::store::{Store, StoreLocation};
 use crate::tools::{Identity, WorkspaceServer};
 
 /// Runs the program; the exit code is non-zero on any failure.
@@ -93,16 +96,78 @@ pub async fn connect(credentials: Credentials) -> anyhow::Result<Identity> {
     }
 }
 
+/// Opens the store, with a start-up error that says what to do when it cannot be used.
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
+    let location = args.location().map_err(anyhow::Error::msg)?;
+    let hint = match &location {
+        StoreLocation::Sqlite(_) => {
+            "pass --store <another file> (or set CODER_MCP_STORE), or make this one writable"
+        }
+        StoreLocation::Postgres(_) => {
+            "check that PostgreSQL is up and that the URL in --store (or CODER_MCP_STORE) is right"
+        }
+        StoreLocation::Memory => "",
+    };
+    let store = Store::open(&location, args.options()).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{e}. The store keeps which workspace belongs to which task, so that calling create_workspace again never makes a second one; {hint}."
+        )
+    })?;
+    tracing::info!(store = %store.describe(), "store open");
+    Ok(store)
+}
+
+/// The conversation of a stdio server: `--stdio-session`, else the client process that
+/// launched it. A client (Claude Desktop, an IDE) that restarts its server is the same
+/// process, so it keeps its workspace; two clients are two processes, with one each.
+fn stdio_key(args: &StoreArgs) -> TaskKey {
+    match args
+        .stdio_session
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        Some(key) => TaskKey::Stdio(format!("named:{key}")),
+        None => TaskKey::Stdio(launcher()),
+    }
+}
+
+/// The process that launched this one: its pid, and on Linux its start time and the boot
+/// id, so that a pid reused by another process later is another client.
+fn launcher() -> String {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        let started = std::fs::read_to_string(format!("/proc/{parent}/stat"))
+            .ok()
+            // Field 22 (starttime) counted after the command name, which may hold spaces.
+            .and_then(|stat| {
+                let rest = stat.rsplit_once(')')?.1.to_owned();
+                rest.split_whitespace().nth(19).map(str::to_owned)
+            });
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|b| b.trim().to_owned())
+            .ok();
+        match (started, boot) {
+            (Some(started), Some(boot)) => format!("pid:{parent}:{started}:{boot}"),
+            _ => format!("pid:{parent}"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // No portable parent id: each process is its own conversation.
+        format!("process:{}", uuid::Uuid::new_v4())
+    }
+}
+
 async fn serve_stdio(cli: &Cli) -> anyhow::Result<()> {
     let credentials = resolve_credentials(&cli.coder).map_err(anyhow::Error::msg)?;
     let identity = Arc::new(connect(credentials).await?);
-    let engine = Arc::new(Engine::new(
-        cli.timing.engine_config(),
-        Arc::new(MemorySessionStore::default()),
-    ));
-    // A stdio process is one MCP session.
-    let session = SessionKey::new(identity.user.id, "stdio");
-    let server = WorkspaceServer::new(engine, identity, session);
+    let store = open_store(&cli.store).await?;
+    let engine = Arc::new(Engine::new(cli.timing.engine_config(), store));
+    let key = stdio_key(&cli.store);
+    tracing::debug!(key = %key.store_key(), "stdio conversation");
+    let server = WorkspaceServer::new(engine, identity, key);
     tracing::info!("serving MCP on stdio");
     let running = server
         .serve(rmcp::transport::stdio())
@@ -123,10 +188,8 @@ async fn serve_http(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
              to have each client send its own Coder token"
         );
     }
-    let engine = Arc::new(Engine::new(
-        cli.timing.engine_config(),
-        Arc::new(MemorySessionStore::default()),
-    ));
+    let store = open_store(&cli.store).await?;
+    let engine = Arc::new(Engine::new(cli.timing.engine_config(), store));
     let shared = if args.shared_identity {
         let credentials = resolve_credentials(&cli.coder).map_err(anyhow::Error::msg)?;
         let identity = Arc::new(connect(credentials).await?);

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::coder::SessionToken;
 use crate::engine::EngineConfig;
+use crate::store::{StoreLocation, StoreOptions, default_sqlite_path};
 
 /// An MCP server that gives AI agents real development environments: it creates Coder workspaces.
 ///
@@ -32,6 +33,8 @@ pub struct Cli {
     pub coder: CoderArgs,
     #[command(flatten)]
     pub timing: TimingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Log level or filter for the logs on stderr (e.g. `info`, `debug`,
     /// `coder_workspace_mcp=trace`). Overrides RUST_LOG.
     #[arg(long, global = true, value_name = "FILTER")]
@@ -196,6 +199,55 @@ impl TimingArgs {
             ..EngineConfig::default()
         }
     }
+}
+
+/// Where what must outlive the process is kept (see the README's idempotency rules).
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Where to keep which workspace belongs to which task (chat, session, stdio client,
+    /// workspace name), so calling again finds it after restarts: an SQLite file (default:
+    /// coder-workspace-mcp/store.db under the OS state directory, e.g.
+    /// ~/.local/state/coder-workspace-mcp/store.db), or postgres://user:password@host:5432/db
+    /// for `serve` replicas sharing one database. `memory` keeps nothing (tests).
+    #[arg(long, env = "CODER_MCP_STORE", global = true, value_name = "PATH|URL", value_parser = parse_store, hide_env_values = true)]
+    pub store: Option<StoreLocation>,
+    /// How long the store keeps a record that is not used (chat ids, names, stdio clients;
+    /// a session's records go when the session ends).
+    #[arg(long, global = true, default_value = "30d", value_parser = parse_duration, value_name = "DURATION")]
+    pub store_retention: Duration,
+    /// stdio: the key of this server's conversation. Servers started with the same key by
+    /// the same Coder user share one workspace. Default: the client process that launched
+    /// this server, so a client that restarts it keeps its workspace.
+    #[arg(
+        long,
+        env = "CODER_MCP_STDIO_SESSION",
+        global = true,
+        value_name = "KEY"
+    )]
+    pub stdio_session: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store location: `--store`, else the default SQLite file.
+    pub fn location(&self) -> Result<StoreLocation, String> {
+        match &self.store {
+            Some(location) => Ok(location.clone()),
+            None => default_sqlite_path().map(StoreLocation::Sqlite).ok_or_else(|| {
+                "no OS state directory to keep the store in: pass --store <file> (or a postgres:// URL)".to_owned()
+            }),
+        }
+    }
+
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            retention: self.store_retention,
+            ..StoreOptions::default()
+        }
+    }
+}
+
+fn parse_store(text: &str) -> Result<StoreLocation, String> {
+    StoreLocation::parse(text)
 }
 
 /// Human durations: `90s`, `5m`, `1h 30m`, or `0`.

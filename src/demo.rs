@@ -3,6 +3,7 @@
 //! product work without a Coder deployment. Everything is written to stderr.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -57,8 +58,28 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         "Simulated Coder listening on {} (user \"demo\").",
         sim.url()
     );
+    // The demo's own store, unless one is given: it shows the durable path without
+    // leaving demo records in the user's store.
+    let scratch = std::env::temp_dir().join(format!("coder-workspace-mcp-demo-{}", std::process::id()));
+    let store = match &cli.store.store {
+        Some(_) => None,
+        None => Some(scratch.join("store.db")),
+    };
     eprintln!("Starting `coder-workspace-mcp stdio` against it and talking MCP to it...\n");
+    let outcome = demo(cli, &sim, store.as_deref()).await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome?;
+    eprintln!(
+        "\nDone. Point an MCP client at `coder-workspace-mcp` with CODER_URL and CODER_SESSION_TOKEN to use a real Coder."
+    );
+    Ok(())
+}
 
+type Client = rmcp::service::RunningService<RoleClient, DemoClient>;
+
+/// This binary in stdio mode against the simulator, as an MCP client sees it.
+async fn start_server(cli: &Cli, sim: &SimCoder, store: Option<&Path>) -> anyhow::Result<Client> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut command = tokio::process::Command::new(exe);
     command
@@ -69,13 +90,20 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         .arg(cli.log_level.as_deref().unwrap_or("warn"))
         .env("CODER_URL", sim.url())
         .env("CODER_SESSION_TOKEN", SimCoder::DEMO_TOKEN);
+    if let Some(store) = store {
+        command.arg("--store").arg(store);
+    }
     let transport = TokioChildProcess::new(command).context("starting the MCP server")?;
-    let client = DemoClient {
+    DemoClient {
         started: Instant::now(),
     }
     .serve(transport)
     .await
-    .context("MCP initialization")?;
+    .context("MCP initialization")
+}
+
+async fn demo(cli: &Cli, sim: &SimCoder, store: Option<&Path>) -> anyhow::Result<()> {
+    let client = start_server(cli, sim, store).await?;
     if let Some(server) = client.peer_info().and_then(|info| info.server_info.clone()) {
         eprintln!("Connected: {} {}\n", server.name, server.version);
     }
@@ -140,22 +168,28 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     eprintln!("\nResult:\n{}", serde_json::to_string_pretty(&created)?);
 
     eprintln!("\n4) create_workspace again, same session: idempotent");
-    let again = call(&client, "create_workspace", arguments).await?;
+    let again = call(&client, "create_workspace", arguments.clone()).await?;
     eprintln!(
         "   created: {}, status: {}, message: {}",
         again["created"], again["status"], again["message"]
     );
-
     client.cancel().await.ok();
-    sim.shutdown().await;
+
+    eprintln!("\n5) the server restarted (a new process), create_workspace with the same name: the store remembers");
+    let client = start_server(cli, sim, store).await?;
+    let restarted = call(&client, "create_workspace", arguments).await?;
     eprintln!(
-        "\nDone. Point an MCP client at `coder-workspace-mcp` with CODER_URL and CODER_SESSION_TOKEN to use a real Coder."
+        "   created: {}, status: {}, same workspace: {}",
+        restarted["created"],
+        restarted["status"],
+        restarted["workspace_id"] == created["workspace_id"]
     );
+    client.cancel().await.ok();
     Ok(())
 }
 
 async fn call(
-    client: &rmcp::service::RunningService<RoleClient, DemoClient>,
+    client: &Client,
     tool: &'static str,
     arguments: Value,
 ) -> anyhow::Result<Value> {

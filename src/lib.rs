@@ -10,4 +10,5 @@ pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod sim;
+pub mod store;
 pub mod tools;

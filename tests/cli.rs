@@ -103,6 +103,8 @@ async fn the_coder_cli_login_is_used_when_nothing_else_is_given() {
     command
         .env_remove("CODER_URL")
         .env_remove("CODER_SESSION_TOKEN")
+        .env_remove("CODER_MCP_STORE")
+        .env("XDG_STATE_HOME", dir.join("state"))
         .env("CODER_CONFIG_DIR", &dir);
     let transport = rmcp::transport::TokioChildProcess::new(command).unwrap();
     let client = rmcp::ServiceExt::serve(common::Recorder::default(), transport)
@@ -113,6 +115,11 @@ async fn the_coder_cli_login_is_used_when_nothing_else_is_given() {
     let result = client.call_tool(params).await.unwrap();
     assert_eq!(structured(&result)["total_count"], 1);
     let _ = client.cancel().await;
+    // With nothing else given, the store is the default file under the state directory.
+    assert!(
+        dir.join("state/coder-workspace-mcp/store.db").is_file(),
+        "the default store was not created under XDG_STATE_HOME"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -220,6 +227,7 @@ fn the_demo_runs_the_whole_flow() {
         "\"created\": true",
         "already_exists",
         "is ready",
+        "same workspace: true",
     ] {
         assert!(
             stderr.contains(expected),

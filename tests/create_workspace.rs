@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use coder_workspace_mcp::coder::types::{WorkspaceAgentLifecycle, WorkspaceStatus};
-use coder_workspace_mcp::sim::{AgentPlan, BuildPlan};
+use coder_workspace_mcp::sim::{AgentPlan, BuildPlan, Fault};
 use common::{Env, error_text, structured};
 use serde_json::json;
 
@@ -160,18 +160,18 @@ async fn max_call_wait_answers_building_and_the_next_call_finishes_the_same_work
     let first = structured(&server.call("create_workspace", env.create_args()).await);
     assert_eq!(first["created"], true);
     assert_eq!(first["status"], "building");
+    let name = first["workspace_name"].as_str().unwrap();
     assert!(
-        first["message"]
-            .as_str()
-            .unwrap()
-            .contains("call create_workspace again with the same arguments"),
+        first["message"].as_str().unwrap().contains(&format!(
+            "call create_workspace again with name {name:?} and the same template_id"
+        )),
         "{first}"
     );
 
-    // The second call finds the build still running and waits for it.
-    let handle = server
-        .start_call("create_workspace", env.create_args())
-        .await;
+    // The second call, as the answer said, finds the build still running and waits for it.
+    let mut again = env.create_args();
+    again["name"] = json!(name);
+    let handle = server.start_call("create_workspace", again).await;
     let token = handle.progress_token.clone();
     server.wait_for_progress(&token, 1).await;
     env.sim.release_builds();
@@ -220,10 +220,9 @@ async fn a_call_out_of_time_before_the_other_call_created_its_workspace_answers_
     let name = waiting["workspace_name"].as_str().unwrap();
     assert!(name.starts_with("docker-"), "{waiting}");
     assert!(
-        waiting["message"]
-            .as_str()
-            .unwrap()
-            .contains("call create_workspace again with the same arguments"),
+        waiting["message"].as_str().unwrap().contains(&format!(
+            "call create_workspace again with name {name:?} and the same template_id"
+        )),
         "{waiting}"
     );
     assert_eq!(creates(&env), 1, "the waiting call created nothing");
@@ -250,7 +249,9 @@ async fn a_call_out_of_time_before_the_other_call_created_its_workspace_answers_
 #[tokio::test]
 async fn concurrent_calls_in_one_session_create_one_workspace() {
     let env = Env::new().await;
-    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    // A slow create keeps the first call in its critical section while the others arrive.
+    env.sim
+        .hold_requests(http::Method::POST, "/users/me/workspaces");
     let server = env.server(&["--max-call-wait", "0"]).await;
     let a = server
         .start_call("create_workspace", env.create_args())
@@ -261,9 +262,11 @@ async fn concurrent_calls_in_one_session_create_one_workspace() {
     let c = server
         .start_call("create_workspace", env.create_args())
         .await;
-    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    env.sim
+        .wait_until(|v| v.pending_requests("POST", "/users/me/workspaces") == 1)
+        .await;
     // The calls really overlap: while one creates, the two others wait for the
-    // session's lock (whichever got there first).
+    // task's lock (whichever got there first).
     let mut waiting = 0;
     for call in [&a, &b, &c] {
         server.wait_for_progress(&call.progress_token, 1).await;
@@ -271,11 +274,11 @@ async fn concurrent_calls_in_one_session_create_one_workspace() {
             .message
             .clone()
             .unwrap_or_default();
-        waiting +=
-            first.contains("waiting for this session's other create_workspace call") as usize;
+        waiting += first.contains("waiting for another create_workspace call of this task")
+            as usize;
     }
     assert_eq!(waiting, 2);
-    env.sim.release_builds();
+    env.sim.release_requests();
     let mut results = Vec::new();
     for handle in [a, b, c] {
         let rmcp::model::ServerResult::CallToolResult(result) =
@@ -714,11 +717,23 @@ async fn names_are_kept_when_valid_and_repaired_when_not() {
         "{out}"
     );
 
-    let other = env.server(&[]).await; // another session
+    // Another conversation: the repaired name is derived the same way every time, so
+    // the same request finds the same workspace.
+    let other = env.server(&["--stdio-session", "another"]).await;
+    let mut args = env.create_args();
+    args["name"] = json!("My Dev Box!");
+    let again = structured(&other.call("create_workspace", args).await);
+    assert_eq!(again["created"], false);
+    assert_eq!(again["workspace_name"], name);
+    assert_eq!(again["workspace_id"], out["workspace_id"]);
+
+    let third = env.server(&["--stdio-session", "a-third"]).await;
     let mut args = env.create_args();
     args["name"] = json!("dev-1");
-    let out = structured(&other.call("create_workspace", args).await);
+    let out = structured(&third.call("create_workspace", args).await);
     assert_eq!(out["workspace_name"], "dev-1");
+    assert_eq!(out["created"], true);
+    assert_eq!(env.workspaces().len(), 2);
 }
 
 #[tokio::test]
@@ -743,22 +758,24 @@ async fn parameters_are_checked_before_anything_is_created() {
 #[tokio::test]
 async fn coders_own_rejection_reaches_the_model() {
     let env = Env::new().await;
-    let mut args = env.create_args();
-    args["name"] = json!("taken");
-    structured(
-        &env.server(&[])
-            .await
-            .call("create_workspace", args.clone())
-            .await,
+    env.sim.inject_fault(
+        Fault::new(http::Method::POST, "/users/me/workspaces", 400)
+            .message("Template version is archived."),
     );
-    // Another session asks for the same name: Coder answers 409.
-    let error = error_text(&env.server(&[]).await.call("create_workspace", args).await);
+    let server = env.server(&[]).await;
+    let mut args = env.create_args();
+    args["name"] = json!("refused");
+    let error = error_text(&server.call("create_workspace", args.clone()).await);
     assert!(
-        error.contains("409") && error.contains("already exists"),
+        error.contains("Coder refused to create the workspace")
+            && error.contains("400: Template version is archived"),
         "{error}"
     );
-    assert!(error.contains("Pass another name"), "{error}");
     assert!(!error.contains(".."), "one period, not two: {error}");
+    // The refused name is not insisted on: once Coder accepts, it is created.
+    let created = structured(&server.call("create_workspace", args).await);
+    assert_eq!(created["created"], true);
+    assert_eq!(created["workspace_name"], "refused");
 }
 
 #[tokio::test]

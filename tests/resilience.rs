@@ -215,12 +215,21 @@ async fn a_create_whose_answer_was_lost_is_adopted_not_repeated() {
         1,
         "the create was not repeated"
     );
+    // Looked up by name before deciding (nothing yet) and after the lost answer (there).
+    let lookups: Vec<(String, u16)> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path == "/api/v2/users/me/workspace/lost-answer"
+                || r.path == "/api/v2/users/me/workspaces"
+        })
+        .map(|r| (r.method, r.status))
+        .collect();
     assert_eq!(
-        env.sim
-            .view()
-            .requests_matching("GET", "/api/v2/users/me/workspace/lost-answer"),
-        1,
-        "it was looked up by name"
+        lookups,
+        [("GET".into(), 404), ("POST".into(), 502), ("GET".into(), 200)],
+        "it was looked up by name after the lost answer"
     );
     assert_eq!(env.workspaces().len(), 1);
 }
@@ -375,7 +384,7 @@ async fn coder_failing_mid_session_is_an_actionable_error_and_the_session_carrie
     );
     let error = error_text(&server.call("create_workspace", env.create_args()).await);
     assert!(
-        error.contains("could not load this session's workspace")
+        error.contains(&format!("could not load workspace {:?}", first["workspace_name"].as_str().unwrap()))
             && error.contains("HTTP 503: database is restarting"),
         "{error}"
     );

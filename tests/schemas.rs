@@ -49,17 +49,31 @@ async fn tool_schemas_match_the_snapshots() {
                 drifted.push(path.display().to_string());
             }
         }
-        let description = tool.description.as_deref().unwrap_or_default();
+        // Doc comments wrap lines: compare the words.
+        let description = tool
+            .description
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let next = match tool.name.as_ref() {
             "list_templates" => "Next: call read_template",
             "read_template" => "Next: call create_workspace",
-            _ => "call it again with the same arguments to keep waiting",
+            _ => "call it again with `name` set to the answer's `workspace_name` to keep waiting",
         };
         assert!(
             description.contains(next),
             "{}'s description tells the model what to do next: {description}",
             tool.name
         );
+        if tool.name == "create_workspace" {
+            // The name is the task's handle: the description says to pass one.
+            assert!(
+                description.contains("pass a short `name` that describes the task"),
+                "{description}"
+            );
+        }
         assert!(tool.annotations.is_some(), "{} has annotations", tool.name);
         assert!(tool.title.is_some(), "{} has a title", tool.name);
     }

@@ -220,6 +220,15 @@ impl CoderClient {
             .await
     }
 
+    /// `GET /workspacebuilds/{id}/parameters`: the parameter values a build used.
+    pub async fn build_parameters(
+        &self,
+        build: Uuid,
+    ) -> Result<Vec<WorkspaceBuildParameter>, CoderError> {
+        self.get(&format!("/workspacebuilds/{build}/parameters"))
+            .await
+    }
+
     /// `GET /workspaceagents/{id}/logs`: the agent's startup-script output.
     pub async fn agent_logs(&self, agent: Uuid) -> Result<Vec<WorkspaceAgentLog>, CoderError> {
         self.get(&format!("/workspaceagents/{agent}/logs")).await

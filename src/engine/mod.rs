@@ -1,13 +1,17 @@
-//! The creation engine: per-session idempotency, waiting and progress. No MCP types
-//! in here, so it can be driven by any transport (and by tests) alike.
+//! The creation engine: one workspace per task (keys, the pure decision, the store
+//! writes around it), waiting and progress. No MCP types in here, so it can be driven
+//! by any transport (and by tests) alike.
+mod answer;
 pub mod create;
+pub mod decide;
+pub mod keys;
 pub mod names;
 pub mod outcome;
 pub mod params;
 pub mod progress;
-pub mod session;
+mod wait;
 
 pub use create::{CreateRequest, Engine, EngineConfig};
+pub use keys::{Caller, TaskKey};
 pub use outcome::{CreateError, CreateWorkspaceResult};
-pub use progress::{NoProgress, ProgressSink};
-pub use session::{MemorySessionStore, SessionKey, SessionStore};
+pub use progress::ProgressSink;

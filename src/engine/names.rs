@@ -33,18 +33,43 @@ pub fn name_problem(name: &str) -> Option<String> {
     None
 }
 
-/// A name Coder accepts: `name` itself when it is valid, otherwise one generated from it.
-pub fn resolve_name(requested: Option<&str>, template_name: &str) -> String {
-    match requested.map(str::trim).filter(|n| !n.is_empty()) {
-        Some(name) if name_problem(name).is_none() => name.to_owned(),
-        Some(name) => generate_name(name),
-        None => generate_name(template_name),
+/// The workspace a requested name stands for: the name itself when Coder accepts it,
+/// otherwise a valid name derived from it *deterministically* (`My Dev Box!` →
+/// `my-dev-box-` + 4 hex characters of its hash), so the same request finds the same
+/// workspace from any session, process or replica. `None` for a blank name.
+pub fn canonical_name(requested: &str) -> Option<String> {
+    let requested = requested.trim();
+    if requested.is_empty() {
+        return None;
     }
+    if name_problem(requested).is_none() {
+        return Some(requested.to_owned());
+    }
+    Some(with_suffix(requested, &hex_of(requested.as_bytes())))
 }
 
-/// `<base>-<4 hex>`: base derived from `seed` like Coder's `UsernameFrom(lower(seed))`,
-/// cut to leave room for the suffix, so the whole name stays within 32 characters.
+/// A fresh name for a workspace of a template: `<template>-<4 random hex>`.
 pub fn generate_name(seed: &str) -> String {
+    with_suffix(seed, &uuid::Uuid::new_v4().simple().to_string()[..4])
+}
+
+/// The name of the workspace that replaces `replaced` while that one still holds the
+/// name `base`: `<base>-<4 hex of the replaced workspace's id>`. Deterministic, so two
+/// processes replacing the same workspace at once pick the same name and Coder's name
+/// uniqueness lets only one of them create it.
+pub fn replacement_name(base: &str, replaced: uuid::Uuid) -> String {
+    with_suffix(base, &hex_of(replaced.as_bytes()))
+}
+
+/// Four hex characters of a stable hash of `bytes`.
+fn hex_of(bytes: &[u8]) -> String {
+    let hash = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, bytes);
+    hash.simple().to_string()[..4].to_owned()
+}
+
+/// `<base>-<suffix>`: base derived from `seed` like Coder's `UsernameFrom(lower(seed))`,
+/// cut to leave room for the suffix, so the whole name stays within 32 characters.
+fn with_suffix(seed: &str, suffix: &str) -> String {
     let mut base = sanitize(&seed.trim().to_lowercase());
     if base.len() > MAX_BASE_LEN {
         base.truncate(MAX_BASE_LEN);
@@ -53,7 +78,6 @@ pub fn generate_name(seed: &str) -> String {
     if base.is_empty() {
         base = "workspace".into();
     }
-    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
     let name = format!("{base}-{suffix}");
     if name_problem(&name).is_none() {
         name
@@ -108,11 +132,37 @@ mod tests {
     }
 
     #[test]
-    fn resolve_keeps_valid_names_and_repairs_invalid_ones() {
-        assert_eq!(resolve_name(Some("  dev-box "), "docker"), "dev-box");
-        let repaired = resolve_name(Some("My Dev Box!"), "docker");
+    fn canonical_names_keep_valid_names_and_repair_invalid_ones_the_same_way_every_time() {
+        assert_eq!(canonical_name("  dev-box ").as_deref(), Some("dev-box"));
+        let repaired = canonical_name("My Dev Box!").unwrap();
         assert!(repaired.starts_with("my-dev-box-"), "{repaired}");
-        assert!(resolve_name(None, "docker").starts_with("docker-"));
-        assert!(resolve_name(Some("   "), "docker").starts_with("docker-"));
+        assert!(name_problem(&repaired).is_none());
+        assert_eq!(
+            canonical_name("My Dev Box!").unwrap(),
+            repaired,
+            "deterministic"
+        );
+        assert_ne!(canonical_name("My Dev Box?").unwrap(), repaired);
+        assert_eq!(canonical_name("   "), None);
+        let long = canonical_name(&"x".repeat(40)).unwrap();
+        assert!(
+            long.len() <= MAX_NAME_LEN && name_problem(&long).is_none(),
+            "{long}"
+        );
+    }
+
+    #[test]
+    fn replacement_names_are_derived_from_the_replaced_workspace() {
+        let a = uuid::Uuid::new_v4();
+        let b = uuid::Uuid::new_v4();
+        let name = replacement_name("dev-1", a);
+        assert!(
+            name.starts_with("dev-1-") && name.len() == "dev-1-".len() + 4,
+            "{name}"
+        );
+        assert_eq!(replacement_name("dev-1", a), name);
+        assert_ne!(replacement_name("dev-1", b), name);
+        let long = replacement_name(&"d".repeat(32), a);
+        assert!(name_problem(&long).is_none(), "{long}");
     }
 }

@@ -5,20 +5,24 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::coder::CoderError;
+use crate::store::StoreError;
 
 /// The result of `create_workspace`. Field names follow Coder's own `create_workspace`
 /// chat tool (`created`, `workspace_name`, `status`, `message`, `agent_status`,
 /// `agent_error`, `startup_scripts`, `lifecycle_state`), plus what a caller needs next.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CreateWorkspaceResult {
-    /// True when this call created the workspace; false when the session's existing workspace was returned.
+    /// True when this call created the workspace; false when the task's existing workspace was returned.
     pub created: bool,
-    /// The workspace name (unique per owner). Use it with `coder ssh <name>` and other Coder tools.
+    /// The workspace name (unique per owner): the task's handle. Calling create_workspace
+    /// again with this `name` (and the same template_id) returns this workspace from any
+    /// session, process or replica. Use it with `coder ssh <name>` and other Coder tools too.
     pub workspace_name: String,
-    /// `already_exists`: the session's workspace was returned instead of creating another.
+    /// `already_exists`: the task's workspace was returned instead of creating another.
     /// `building`, `starting_agent`, `running_startup_scripts`: this call stopped waiting
     /// (see `--max-call-wait`) while the workspace is still coming up; call
-    /// `create_workspace` again with the same arguments to keep waiting for the same workspace.
+    /// `create_workspace` again with `name` set to `workspace_name` (and the same
+    /// template_id) to keep waiting for the same workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<CallStatus>,
     /// A human-readable explanation of the status.
@@ -129,13 +133,34 @@ pub enum CreateError {
     Deleted { workspace_name: String },
     #[error("the call was cancelled")]
     Cancelled,
+    /// The store that keeps one workspace per task failed.
+    #[error("{source}. {}", store_advice(*nothing_created))]
+    Store {
+        #[source]
+        source: StoreError,
+        /// The failure came before anything was sent to Coder.
+        nothing_created: bool,
+    },
+    /// Another call of the same task held its lock for too long.
+    #[error(
+        "another create_workspace call of this task has been working on its workspace for {waited} and is not done; call create_workspace again with the same arguments later: that is safe, it never creates a second workspace"
+    )]
+    Busy { waited: String },
+}
+
+fn store_advice(nothing_created: bool) -> &'static str {
+    if nothing_created {
+        "Nothing was created. This server keeps which workspace belongs to which task (chat, session or name) there, so it cannot go on without it: call create_workspace again with the same arguments once the store is back; if this persists, the server's operator must check it"
+    } else {
+        "The workspace may have been created; calling create_workspace again with the same arguments once the store is back finds it (it is looked up by its name) and never creates a second one"
+    }
 }
 
 /// What a model can do about a Coder failure that is likely to pass (5xx, 429, Coder
 /// unreachable): the idempotency makes calling again safe.
 fn retry_hint(source: &CoderError) -> &'static str {
     if source.is_transient() {
-        " (Coder is unreachable or failing right now; wait a moment, then call create_workspace again with the same arguments; that is safe: it resumes the workspace already made for this call's session or name and never creates a second one)"
+        " (Coder is unreachable or failing right now; wait a moment, then call create_workspace again with the same arguments; that is safe: it resumes the workspace already made for this task and never creates a second one)"
     } else {
         ""
     }
@@ -146,6 +171,13 @@ impl CreateError {
         Self::Coder {
             context: context.into(),
             source,
+        }
+    }
+
+    pub fn store(source: StoreError, nothing_created: bool) -> Self {
+        Self::Store {
+            source,
+            nothing_created,
         }
     }
 }

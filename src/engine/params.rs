@@ -153,6 +153,29 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
+/// The requested values that differ from what a workspace's build has
+/// (`region: "us" (asked for "eu")`), in name order. Values the build does not have at
+/// all count as different; numbers and booleans compare as the strings Coder keeps.
+pub fn parameter_differences(
+    requested: &BTreeMap<String, String>,
+    actual: &[WorkspaceBuildParameter],
+) -> Vec<String> {
+    requested
+        .iter()
+        .filter_map(|(name, asked)| {
+            let has = actual
+                .iter()
+                .find(|p| &p.name == name)
+                .map(|p| p.value.as_str());
+            match has {
+                Some(value) if value == asked => None,
+                Some(value) => Some(format!("{name}: {value:?} (asked for {asked:?})")),
+                None => Some(format!("{name}: not set (asked for {asked:?})")),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +259,31 @@ mod tests {
     fn rejects_a_value_outside_the_options() {
         let err = validate_parameters(&values(&[("region", "mars")]), &template()).unwrap_err();
         assert!(err.contains("\"mars\" is not a valid value for \"region\"; choose one of \"us\" (US East), \"eu\" (Europe)"), "{err}");
+    }
+
+    #[test]
+    fn differences_name_each_parameter_that_differs() {
+        let requested: BTreeMap<String, String> = [("region", "eu"), ("cpu", "2"), ("gpu", "true")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let actual = vec![
+            WorkspaceBuildParameter {
+                name: "region".into(),
+                value: "us".into(),
+            },
+            WorkspaceBuildParameter {
+                name: "cpu".into(),
+                value: "2".into(),
+            },
+        ];
+        assert_eq!(
+            parameter_differences(&requested, &actual),
+            vec![
+                "gpu: not set (asked for \"true\")".to_owned(),
+                "region: \"us\" (asked for \"eu\")".to_owned(),
+            ]
+        );
+        assert!(parameter_differences(&BTreeMap::new(), &actual).is_empty());
     }
 }

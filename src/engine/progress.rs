@@ -10,8 +10,8 @@ use tokio::time::Instant;
 /// Where a creation stands. Each phase owns a band of the 0–100 progress line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for this session's other `create_workspace` call to finish.
-    WaitingForSession,
+    /// Waiting for another `create_workspace` call of the same task to finish.
+    WaitingForTask,
     /// Preparing: reading the template, checking parameters, sending the create.
     Preparing,
     /// The build job waits for a provisioner.
@@ -31,7 +31,7 @@ pub enum Phase {
 impl Phase {
     fn band(self) -> (f64, f64) {
         match self {
-            Phase::WaitingForSession => (0.0, 2.0),
+            Phase::WaitingForTask => (0.0, 2.0),
             Phase::Preparing => (2.0, 5.0),
             Phase::Queued => (5.0, 12.0),
             Phase::Provisioning | Phase::Restarting => (12.0, 60.0),

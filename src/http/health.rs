@@ -1,4 +1,4 @@
-//! `/healthz` (the process serves) and `/readyz` (and Coder answers).
+//! `/healthz` (the process serves) and `/readyz` (and Coder and the store answer).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,14 +42,24 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     {
         return (*status, Json(body.clone())).into_response();
     }
-    let (status, body) = match app.coder.probe().await {
-        Ok(info) => (
+    // Both must answer: without the store, create_workspace cannot keep its promise.
+    let (coder, store) = tokio::join!(app.coder.probe(), app.engine.store().ping());
+    let store_status = match &store {
+        Ok(()) => json!({ "status": "ok", "location": app.engine.store().describe() }),
+        Err(err) => json!({ "status": "unavailable", "error": err.to_string() }),
+    };
+    let (status, body) = match (coder, store) {
+        (Ok(info), Ok(())) => (
             StatusCode::OK,
-            json!({ "status": "ready", "coder_version": info.version }),
+            json!({ "status": "ready", "coder_version": info.version, "store": store_status }),
         ),
-        Err(err) => (
+        (Ok(info), Err(_)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "unavailable", "error": err.to_string() }),
+            json!({ "status": "unavailable", "coder_version": info.version, "store": store_status }),
+        ),
+        (Err(err), _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "unavailable", "error": err.to_string(), "store": store_status }),
         ),
     };
     *last = Some((Instant::now(), status, body.clone()));

@@ -92,7 +92,7 @@ pub async fn open(State(app): State<Arc<App>>, request: Request) -> Response {
                 tracing::info!(session = %session_id, error = %err, "legacy SSE session did not initialize")
             }
         }
-        session_app.end_session(&session_id);
+        session_app.end_session(&session_id).await;
         tracing::info!(session = %session_id, "legacy SSE session closed");
     });
 

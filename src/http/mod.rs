@@ -29,7 +29,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use crate::coder::CoderClient;
-use crate::engine::{Engine, SessionKey};
+use crate::engine::{Engine, TaskKey};
 use crate::tools::{CallTracker, InFlight, Scope, WorkspaceServer};
 use auth::{Authenticator, Caller, SharedIdentity};
 use guard::GuardConfig;
@@ -70,14 +70,15 @@ pub struct App {
 }
 
 impl App {
-    /// Forgets a session everywhere: binding, legacy channel, engine state.
-    fn end_session(&self, id: &str) {
+    /// Forgets a session everywhere: binding, legacy channel, its task records.
+    async fn end_session(&self, id: &str) {
         self.legacy.close(id);
         if let Some(entry) = self.registry.remove(id) {
-            let key = format!("{}:{id}", entry.transport.key_prefix());
-            self.engine
-                .sessions()
-                .forget(&SessionKey::new(entry.user, key));
+            let key = TaskKey::Session {
+                transport: entry.transport.key_prefix(),
+                id: id.to_owned(),
+            };
+            self.engine.forget(entry.user, &key).await;
         }
     }
 }
@@ -97,8 +98,9 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, 
     })
 }
 
-/// The caller's scope for a request: the session key is the Coder chat id when one is
-/// sent, else the MCP session, else (a stateless request) the user alone.
+/// The caller's scope for a request: the conversation is the Coder chat when a chat id
+/// is sent, else the MCP session, else none (a stateless request, tied to others only by
+/// a requested workspace name).
 pub(crate) fn scope_for(
     caller: &Caller,
     headers: &HeaderMap,
@@ -109,16 +111,17 @@ pub(crate) fn scope_for(
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty());
-    let user = caller.identity.user.id;
-    let (key, stateless) = match (chat, session) {
-        (Some(chat), _) => (format!("chat:{chat}"), false),
-        (None, Some((transport, id))) => (format!("{}:{id}", transport.key_prefix()), false),
-        (None, None) => ("stateless".to_owned(), true),
+    let key = match (chat, session) {
+        (Some(chat), _) => Some(TaskKey::Chat(chat.to_owned())),
+        (None, Some((transport, id))) => Some(TaskKey::Session {
+            transport: transport.key_prefix(),
+            id: id.to_owned(),
+        }),
+        (None, None) => None,
     };
     Scope {
         identity: caller.identity.clone(),
-        session: SessionKey::new(user, key),
-        stateless,
+        key,
     }
 }
 
@@ -345,6 +348,7 @@ impl<L: axum::serve::Listener> axum::serve::Listener for NoticeClose<L> {
 /// Drops bindings of sessions rmcp has expired or closed, and expires idle legacy sessions.
 async fn sweep_sessions(app: Arc<App>, sessions: Arc<LocalSessionManager>, idle: Duration) {
     let period = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut last_expiry = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(period).await;
         let live = sessions.sessions.read().await;
@@ -357,17 +361,25 @@ async fn sweep_sessions(app: Arc<App>, sessions: Arc<LocalSessionManager>, idle:
         drop(live);
         for id in gone {
             tracing::info!(session = %id, "session ended");
-            app.end_session(&id);
+            app.end_session(&id).await;
         }
         for (id, entry) in app.registry.idle(idle) {
             if entry.transport == Transport::LegacySse {
                 tracing::info!(session = %id, "legacy SSE session expired");
-                app.end_session(&id);
+                app.end_session(&id).await;
             }
         }
-        app.engine.sessions().sweep(idle);
+        if last_expiry.elapsed() >= STORE_EXPIRY_PERIOD {
+            last_expiry = tokio::time::Instant::now();
+            if let Err(err) = app.engine.store().expire().await {
+                tracing::warn!(error = %err, "could not remove expired store records");
+            }
+        }
     }
 }
+
+/// How often `serve` removes store records whose retention is over.
+const STORE_EXPIRY_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Authenticates every `/mcp` request, enforces the session binding and limits, and
 /// hands the caller's scope to the tools through the request extensions.
@@ -449,7 +461,7 @@ async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: N
         && let Some(id) = &session_id
     {
         tracing::info!(session = %id, "session closed by the client");
-        app.end_session(id);
+        app.end_session(id).await;
     }
     response
 }

@@ -35,8 +35,11 @@ pub struct CreateWorkspaceArgs {
     /// The template's id (a UUID from list_templates).
     #[schemars(extend("format" = "uuid"))]
     pub template_id: String,
-    /// Optional workspace name. Omit it to get one generated from the template name; a name
-    /// Coder would reject is turned into a valid one (letters, digits and single hyphens, at most 32 characters).
+    /// A short name that describes the task, e.g. "fix-login-bug": the task's handle. If one
+    /// of your workspaces has this name, that workspace is returned (or waited for, started,
+    /// or replaced if it failed) instead of creating another, from any session. Omit it to
+    /// get one generated from the template name. A name Coder would reject is turned into a
+    /// valid one, the same way every time (letters, digits and single hyphens, at most 32 characters).
     #[serde(default)]
     pub name: Option<String>,
     /// Optional values for the template's parameters, by parameter name (see read_template).

@@ -17,7 +17,7 @@ use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use crate::coder::CoderClient;
 use crate::coder::types::User;
 use crate::engine::{
-    CreateError, CreateRequest, CreateWorkspaceResult, Engine, ProgressSink, SessionKey,
+    Caller, CreateError, CreateRequest, CreateWorkspaceResult, Engine, ProgressSink, TaskKey,
 };
 use args::{CreateWorkspaceArgs, ListTemplatesArgs, ReadTemplateArgs, parse_template_id};
 use results::{ListTemplatesResult, ParameterInfo, ReadTemplateResult, TemplateSummary};
@@ -30,10 +30,12 @@ pub const PAGE_SIZE: usize = 10;
 pub const INSTRUCTIONS: &str = "This server creates Coder workspaces: real development environments for you to work in. \
 Use the tools in order: 1) list_templates to find a template (pass `query` to search); \
 2) read_template with its id to see the parameters the template takes; \
-3) create_workspace with the template id, an optional name and parameter values. \
+3) create_workspace with the template id, a short name that describes your task (e.g. \"fix-login-bug\") and parameter values. \
 create_workspace waits for the build and the workspace agent and reports progress. \
-It is idempotent within a session: calling it again returns the session's workspace instead of creating another, \
-so when it answers status \"building\" (or \"starting_agent\", \"running_startup_scripts\"), call it again with the same arguments to keep waiting.";
+One workspace per task: the name is the task's handle, so calling create_workspace again with that name returns the same workspace \
+(from any session, and after restarts) instead of creating another; without a name, this conversation's workspace is returned. \
+When it answers status \"building\" (or \"starting_agent\", \"running_startup_scripts\"), \
+call it again with name set to the answer's workspace_name to keep waiting.";
 
 /// The Coder user a session acts as.
 #[derive(Debug)]
@@ -42,14 +44,23 @@ pub struct Identity {
     pub user: User,
 }
 
-/// Who is calling and in which session: fixed for a stdio process, decided per
+/// Who is calling and in which conversation: fixed for a stdio process, decided per
 /// request (from the HTTP headers) over HTTP.
 #[derive(Debug, Clone)]
 pub struct Scope {
     pub identity: Arc<Identity>,
-    pub session: SessionKey,
-    /// No MCP session at all (stateless HTTP): idempotency by workspace name.
-    pub stateless: bool,
+    /// The conversation's key; `None` for a stateless request without a chat id, where
+    /// only a requested workspace name ties calls together.
+    pub key: Option<TaskKey>,
+}
+
+impl Scope {
+    fn caller(&self) -> Caller {
+        Caller {
+            user: self.identity.user.id,
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// A count of things in flight (tool calls, streamed responses) that can be awaited to zero.
@@ -141,14 +152,13 @@ pub struct WorkspaceServer {
 
 #[tool_router]
 impl WorkspaceServer {
-    /// A server for one fixed user and session (stdio).
-    pub fn new(engine: Arc<Engine>, identity: Arc<Identity>, session: SessionKey) -> Self {
+    /// A server for one fixed user and conversation (stdio).
+    pub fn new(engine: Arc<Engine>, identity: Arc<Identity>, key: TaskKey) -> Self {
         Self {
             engine,
             scope: ScopeSource::Fixed(Scope {
                 identity,
-                session,
-                stateless: false,
+                key: Some(key),
             }),
             calls: None,
             tool_router: portable_router(),
@@ -282,10 +292,14 @@ impl WorkspaceServer {
     }
 
     /// Create a Coder workspace from a template and wait until it is ready (build, agent,
-    /// startup scripts), reporting progress. Idempotent per session: if this session already
-    /// has a workspace that is building or running, it is returned (`status: "already_exists"`)
-    /// instead of creating another; a stopped one is started. If it answers `status: "building"`,
-    /// `"starting_agent"` or `"running_startup_scripts"`, call it again with the same arguments to keep waiting.
+    /// startup scripts), reporting progress. One workspace per task: pass a short `name` that
+    /// describes the task (e.g. "fix-login-bug"); it is the task's handle. Calling again with
+    /// that name returns the same workspace from any session, and after restarts
+    /// (`status: "already_exists"`), instead of creating another: it waits for one still
+    /// building, starts a stopped one, and replaces one that failed. Without a name, this
+    /// conversation's workspace is returned. If it answers `status: "building"`,
+    /// `"starting_agent"` or `"running_startup_scripts"`, call it again with `name` set to
+    /// the answer's `workspace_name` to keep waiting.
     #[tool(
         title = "Create a Coder workspace",
         annotations(
@@ -306,7 +320,6 @@ impl WorkspaceServer {
             template_id: parse_template_id(&args.template_id)?,
             name: args.name,
             parameters: args.parameters.unwrap_or_default(),
-            by_name: scope.stateless,
         };
         let sink = McpProgress {
             peer: context.peer.clone(),
@@ -318,7 +331,7 @@ impl WorkspaceServer {
             .engine
             .create_workspace(
                 &scope.identity.client,
-                &scope.session,
+                &scope.caller(),
                 request,
                 &sink,
                 cancel,

@@ -20,6 +20,8 @@ pub struct HttpServer {
     log: Arc<Mutex<String>>,
     logged: Arc<Notify>,
     ended: Arc<std::sync::atomic::AtomicBool>,
+    /// The server's own store, unless the test gave it one (`CODER_MCP_STORE`).
+    _store: Option<tempfile::TempDir>,
 }
 
 impl HttpServer {
@@ -41,6 +43,7 @@ impl HttpServer {
             .env("CODER_URL", coder_url)
             .env_remove("CODER_SESSION_TOKEN")
             .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
+            .env_remove("CODER_MCP_STORE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -48,6 +51,13 @@ impl HttpServer {
         for (k, v) in env {
             command.env(k, v);
         }
+        let store = (!env.iter().any(|(k, _)| *k == "CODER_MCP_STORE")
+            && !extra_args.contains(&"--store"))
+        .then(|| {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            command.env("CODER_MCP_STORE", dir.path().join("store.db"));
+            dir
+        });
         let mut child = command.spawn().expect("spawn serve");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
@@ -72,6 +82,7 @@ impl HttpServer {
             log,
             logged,
             ended,
+            _store: store,
         };
         let line = server.wait_for_log("listening on http://").await;
         let addr = line

@@ -26,10 +26,12 @@ pub const TOKEN: &str = "alice-secret-token-4f1d2c";
 pub const BOB_TOKEN: &str = "bob-secret-token-99ab12";
 pub const BIN: &str = env!("CARGO_BIN_EXE_coder-workspace-mcp");
 
-/// A simulated deployment with user "alice" and a "docker" template with parameters.
+/// A simulated deployment with user "alice" and a "docker" template with parameters,
+/// and a directory for the servers' store.
 pub struct Env {
     pub sim: SimCoder,
     pub docker: Template,
+    pub dir: tempfile::TempDir,
 }
 
 impl Env {
@@ -64,12 +66,21 @@ impl Env {
             deprecated: false,
             active_user_count: 5,
         });
-        Env { sim, docker }
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Env { sim, docker, dir }
     }
 
-    /// Spawns the server in stdio mode against the simulator, as alice.
+    /// The SQLite store every server of this test uses by default (`--store`).
+    pub fn store(&self) -> String {
+        self.dir.path().join("store.db").display().to_string()
+    }
+
+    /// Spawns the server in stdio mode against the simulator, as alice, on this test's
+    /// store. Servers spawned by one test are launched by one process, so they share
+    /// their stdio conversation unless `--stdio-session` says otherwise.
     pub async fn server(&self, extra_args: &[&str]) -> Server {
-        Server::spawn(&self.sim.url(), TOKEN, extra_args).await
+        Server::spawn_with(&self.sim.url(), TOKEN, extra_args, &[("CODER_MCP_STORE", &self.store())])
+            .await
     }
 
     /// The arguments of a create_workspace call on the docker template.
@@ -147,7 +158,14 @@ impl Server {
         })
     }
 
-    pub async fn spawn(url: &str, token: &str, extra_args: &[&str]) -> Server {
+    /// The server in stdio mode with `envs` set (a `CODER_MCP_STORE` among them: without
+    /// one it would use the user's own default store).
+    pub async fn spawn_with(
+        url: &str,
+        token: &str,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
         let mut command = tokio::process::Command::new(BIN);
         command
             .arg("stdio")
@@ -155,7 +173,12 @@ impl Server {
             .env("CODER_URL", url)
             .env("CODER_SESSION_TOKEN", token)
             .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
+            .env_remove("CODER_MCP_STORE")
+            .env_remove("CODER_MCP_STDIO_SESSION")
             .env("RUST_LOG", "debug");
+        for (k, v) in envs {
+            command.env(k, v);
+        }
         let (transport, stderr) = TokioChildProcess::builder(command)
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,207 @@
+//! The answers of `create_workspace` that are not errors: what the model reads, and
+//! above all, for an answer that is not final, the way back to the same workspace.
+
+use super::CreateRequest;
+use super::create::Call;
+use super::outcome::{AgentStatus, CallStatus, CreateError, CreateWorkspaceResult, StartupScripts};
+use super::progress::{Phase, truncate};
+use super::wait::{Readiness, describe_phase};
+use crate::coder::types::Workspace;
+
+/// Where the wait began, for the final message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    Created,
+    Existing { was_building: bool },
+}
+
+/// How many lines of the startup log a failed-scripts answer carries.
+const STARTUP_LOG_TAIL: usize = 20;
+
+/// The sentence that tells the model how to get back to `name` from anywhere.
+fn call_again(name: &str) -> String {
+    format!(
+        "call create_workspace again with name {name:?} and the same template_id to keep waiting: from this or any other session, and after a restart, it waits for this same workspace and never creates a second one"
+    )
+}
+
+impl Call<'_> {
+    /// The `building` answer of a call whose time ran out while another call of its task
+    /// was still creating the workspace: there is no workspace to describe yet, only the
+    /// name it is being created under (when already chosen).
+    pub(super) async fn not_created_yet(
+        &mut self,
+        request: &CreateRequest,
+        pending: Option<String>,
+    ) -> Result<CreateWorkspaceResult, CreateError> {
+        let client = self.client;
+        let me = self
+            .guard(client.me())
+            .await?
+            .map_err(|e| CreateError::coder("could not load the Coder user", e))?;
+        let template = self
+            .guard(client.template(request.template_id))
+            .await?
+            .map_err(|e| CreateError::coder("could not read the template", e))?;
+        let elapsed = self.started.elapsed().as_secs();
+        let (name, url, message) = match &pending {
+            Some(name) => (
+                name.clone(),
+                client.dashboard_url(&me.username, name),
+                format!(
+                    "another create_workspace call of this task is still creating workspace {name:?} (Coder has not confirmed it yet) after {elapsed} s; this is normal; {}.",
+                    call_again(name)
+                ),
+            ),
+            None => (
+                String::new(),
+                format!("{}/workspaces", client.base_url()),
+                format!(
+                    "another create_workspace call of this task is still creating its workspace (Coder has not confirmed it yet) after {elapsed} s; this is normal; call create_workspace again with the same arguments to keep waiting: it waits for that same workspace and never creates a second one."
+                ),
+            ),
+        };
+        Ok(CreateWorkspaceResult {
+            created: false,
+            workspace_name: name,
+            status: Some(CallStatus::Building),
+            message: Some(message),
+            agent_status: None,
+            agent_error: None,
+            startup_scripts: None,
+            lifecycle_state: None,
+            startup_log_tail: Vec::new(),
+            workspace_id: None,
+            owner: me.username,
+            template_id: template.id,
+            template_name: template.name,
+            build_status: "pending".into(),
+            build_number: 0,
+            agent_name: None,
+            url,
+        })
+    }
+
+    /// Builds the answer from the final snapshot.
+    pub(super) fn result(
+        &self,
+        ws: &Workspace,
+        created: bool,
+        readiness: Readiness,
+        origin: Origin,
+        notes: Vec<String>,
+    ) -> CreateWorkspaceResult {
+        let agent = ws.latest_build.first_agent();
+        let mut result = CreateWorkspaceResult {
+            created,
+            workspace_name: ws.name.clone(),
+            status: None,
+            message: None,
+            agent_status: None,
+            agent_error: None,
+            startup_scripts: None,
+            lifecycle_state: None,
+            startup_log_tail: Vec::new(),
+            workspace_id: Some(ws.id),
+            owner: ws.owner_name.clone(),
+            template_id: ws.template_id,
+            template_name: ws.template_name.clone(),
+            build_status: ws.latest_build.status.to_string(),
+            build_number: ws.latest_build.build_number,
+            agent_name: agent.map(|a| a.name.clone()),
+            url: self.client.dashboard_url(&ws.owner_name, &ws.name),
+        };
+        let mut message = match (&readiness, origin) {
+            (Readiness::StillWaiting(phase), _) => {
+                result.status = Some(match phase {
+                    Phase::AgentConnecting => CallStatus::StartingAgent,
+                    Phase::StartupScripts => CallStatus::RunningStartupScripts,
+                    _ => CallStatus::Building,
+                });
+                format!(
+                    "workspace {:?} is still coming up ({}) after {} s; this is normal, builds often take minutes; {}",
+                    ws.name,
+                    describe_phase(*phase),
+                    self.started.elapsed().as_secs(),
+                    call_again(&ws.name)
+                )
+            }
+            (_, Origin::Created) => format!("workspace {:?} created", ws.name),
+            (_, Origin::Existing { was_building: true }) => {
+                result.status = Some(CallStatus::AlreadyExists);
+                format!(
+                    "workspace {:?} was already being built; the build completed",
+                    ws.name
+                )
+            }
+            (
+                _,
+                Origin::Existing {
+                    was_building: false,
+                },
+            ) => {
+                result.status = Some(CallStatus::AlreadyExists);
+                format!("workspace {:?} is already running and reachable", ws.name)
+            }
+        };
+        match readiness {
+            Readiness::Ready | Readiness::StillWaiting(_) => {}
+            Readiness::NoAgent => {
+                result.agent_status = Some(AgentStatus::NoAgent);
+                message.push_str("; the template defines no agent");
+            }
+            Readiness::AgentNotReady(error) => {
+                result.agent_status = Some(AgentStatus::NotReady);
+                result.agent_error = Some(error);
+                message.push_str("; the build succeeded but the agent is not ready yet (the workspace exists and may still come up)");
+            }
+            Readiness::ScriptsFailed(lifecycle) => {
+                result.startup_scripts = Some(StartupScripts::StartupScriptsFailed);
+                result.lifecycle_state = Some(lifecycle.to_string());
+                message.push_str(&format!(
+                    "; the agent's startup scripts failed ({lifecycle})"
+                ));
+            }
+            Readiness::ScriptsTimedOut => {
+                result.startup_scripts = Some(StartupScripts::StartupScriptsTimeout);
+                result.lifecycle_state = agent.map(|a| a.lifecycle_state.to_string());
+                message.push_str("; the agent's startup scripts did not finish in time");
+            }
+        }
+        for note in notes {
+            message.push_str("; ");
+            message.push_str(&note);
+        }
+        result.message = Some(message);
+        result
+    }
+
+    /// Adds the tail of the startup log to a result whose scripts failed. Guarded: the
+    /// read is retried on 5xx, which can take a while, and meanwhile a cancellation must
+    /// still stop the call and progress must keep flowing.
+    pub(super) async fn with_startup_log(
+        &mut self,
+        mut result: CreateWorkspaceResult,
+        ws: &Workspace,
+    ) -> Result<CreateWorkspaceResult, CreateError> {
+        if result.startup_scripts.is_none() {
+            return Ok(result);
+        }
+        let Some(agent) = ws.latest_build.first_agent() else {
+            return Ok(result);
+        };
+        let client = self.client;
+        match self.guard(client.agent_logs(agent.id)).await? {
+            Ok(logs) => {
+                let skip = logs.len().saturating_sub(STARTUP_LOG_TAIL);
+                result.startup_log_tail = logs
+                    .into_iter()
+                    .skip(skip)
+                    .map(|l| truncate(l.output.trim_end(), 300))
+                    .collect();
+            }
+            Err(err) => tracing::warn!(error = %err, "could not read the agent's startup log"),
+        }
+        Ok(result)
+    }
+}

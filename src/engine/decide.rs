@@ -1,0 +1,388 @@
+//! The idempotency decision: a pure function of (the task's workspace as Coder reports
+//! it, the request, the key's history) → what to do. The effects around it (Coder
+//! calls, store writes, waiting) live in [`super::create`].
+//!
+//! The task's workspace is found by the requested name first (a name that names one of
+//! the caller's workspaces means *that* workspace, from any session, process or
+//! replica), then by the conversation's key (chat, session, stdio client):
+//!
+//! | the task's workspace | | action |
+//! |---|---|---|
+//! | none | | create, under the requested name or a generated one |
+//! | only an intent (a create was about to be sent) and Coder has no workspace of its name | | create under the intended name |
+//! | deleted | | create, under the requested name, else the deleted one's name (now free) |
+//! | found by name, made from another template | | refuse: say whose template it is, suggest another name |
+//! | latest build failed or canceled, being deleted, or agent disconnected | | replace (see below) |
+//! | start build pending or running | | wait for it → `already_exists` |
+//! | stop build pending or running | | wait, then start it → `already_exists` |
+//! | stopped | | start it, wait → `already_exists` |
+//! | running | | return it, once the agent and its scripts are ready → `already_exists` |
+//! | found by the conversation's key, made from another template | | as above, with a note |
+//!
+//! A replacement takes the requested name when that is free. When the unusable
+//! workspace still holds it (Coder names are unique per owner among workspaces not yet
+//! deleted), the replacement is named after the replaced workspace's id
+//! (`dev-1` → `dev-1-3f2a`), so that two processes replacing it at once choose the same
+//! name and Coder's uniqueness lets only one create it. Without a requested name, a new
+//! name is generated.
+
+use uuid::Uuid;
+
+use crate::coder::types::{
+    ProvisionerJobStatus, Workspace, WorkspaceAgentStatus, WorkspaceTransition,
+};
+
+/// How the task's workspace was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// By the requested workspace name (or what the store says that name stands for).
+    Name,
+    /// By the conversation's key (chat, session, stdio client).
+    Key,
+}
+
+/// The task's workspace, as Coder reports it now.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Nothing is recorded for the keys, and no workspace has the requested name.
+    Nothing,
+    /// A create under `name` was about to be sent (the intent was recorded) and Coder
+    /// has no workspace of that name: the create never went through.
+    Intent { name: String },
+    /// The key's workspace was deleted.
+    Gone { name: String },
+    /// A workspace.
+    Found { workspace: Box<Workspace>, via: Via },
+}
+
+/// What the call asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub template_id: Uuid,
+    /// The requested name, canonical (see [`super::names::canonical_name`]).
+    pub name: Option<&'a str>,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create a workspace.
+    Create {
+        name: NewName,
+        /// The unusable workspace it replaces, if any.
+        replaces: Option<Replacing>,
+    },
+    /// Use the found workspace: wait for it, start it or return it.
+    Resume {
+        /// A build (start or stop) was still running: the answer says the build completed.
+        was_building: bool,
+        /// The workspace came from the conversation's key, not from the requested template.
+        other_template: bool,
+    },
+    /// A tool error: the request cannot mean the found workspace.
+    Refuse(String),
+}
+
+/// The name a new workspace is created under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewName {
+    /// This very name (requested, intended earlier, or freed by a deletion).
+    Exactly(String),
+    /// One generated from the template's name.
+    Generated,
+}
+
+/// An unusable workspace being replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacing {
+    pub id: Option<Uuid>,
+    pub name: String,
+    pub why: String,
+    /// It still exists, so it still holds its name.
+    pub holds_name: bool,
+}
+
+/// Decides what a call does with its task's workspace.
+pub fn decide(target: &Target, ask: Ask<'_>) -> Action {
+    let requested = || ask.name.map(str::to_owned);
+    match target {
+        Target::Nothing => Action::Create {
+            name: requested().map_or(NewName::Generated, NewName::Exactly),
+            replaces: None,
+        },
+        Target::Intent { name } => Action::Create {
+            name: NewName::Exactly(name.clone()),
+            replaces: None,
+        },
+        Target::Gone { name } => Action::Create {
+            name: NewName::Exactly(requested().unwrap_or_else(|| name.clone())),
+            replaces: Some(Replacing {
+                id: None,
+                name: name.clone(),
+                why: "it was deleted".into(),
+                holds_name: false,
+            }),
+        },
+        Target::Found { workspace: ws, via } => {
+            if *via == Via::Name && ws.template_id != ask.template_id {
+                return Action::Refuse(other_template(ws, ask));
+            }
+            if let Some(why) = unusable(ws) {
+                let holds_name = !(ws.latest_build.transition == WorkspaceTransition::Delete
+                    && ws.latest_build.job.status == ProvisionerJobStatus::Succeeded);
+                let name = match ask.name {
+                    // Found by the conversation's key: nothing has the requested name.
+                    Some(name) if *via == Via::Key => NewName::Exactly(name.to_owned()),
+                    Some(name) if ws.name == name && !holds_name => {
+                        NewName::Exactly(name.to_owned())
+                    }
+                    Some(name) => NewName::Exactly(super::names::replacement_name(name, ws.id)),
+                    None => NewName::Generated,
+                };
+                return Action::Create {
+                    name,
+                    replaces: Some(Replacing {
+                        id: Some(ws.id),
+                        name: ws.name.clone(),
+                        why,
+                        holds_name,
+                    }),
+                };
+            }
+            let build = &ws.latest_build;
+            Action::Resume {
+                was_building: !build.job.status.is_terminal()
+                    || build.transition == WorkspaceTransition::Stop,
+                other_template: ws.template_id != ask.template_id,
+            }
+        }
+    }
+}
+
+/// Why a workspace cannot be returned (a new one replaces it), or `None` when it can.
+pub fn unusable(ws: &Workspace) -> Option<String> {
+    let build = &ws.latest_build;
+    if build.transition == WorkspaceTransition::Delete {
+        return Some("it was deleted".into());
+    }
+    match build.job.status {
+        ProvisionerJobStatus::Failed => {
+            return Some(format!("its last build failed: {}", job_error(ws)));
+        }
+        ProvisionerJobStatus::Canceled => return Some("its last build was canceled".into()),
+        _ => {}
+    }
+    // An agent that is gone when a call *starts* (a wait that began earlier keeps
+    // waiting through a disconnect, which is often transient right after a build).
+    if build.transition == WorkspaceTransition::Start
+        && build.job.status == ProvisionerJobStatus::Succeeded
+        && let Some(agent) = build.first_agent()
+        && agent.status == WorkspaceAgentStatus::Disconnected
+    {
+        return Some(format!("its agent is {}", agent.status));
+    }
+    None
+}
+
+/// Coder's job error, or a generic one when Coder gave none.
+pub fn job_error(ws: &Workspace) -> String {
+    let error = ws.latest_build.job.error.trim();
+    if error.is_empty() {
+        "build failed".into()
+    } else {
+        error.to_owned()
+    }
+}
+
+/// The refusal when a requested name belongs to a workspace of another template.
+fn other_template(ws: &Workspace, ask: Ask<'_>) -> String {
+    let template = if ws.template_display_name.is_empty() {
+        &ws.template_name
+    } else {
+        &ws.template_display_name
+    };
+    let name = ask.name.unwrap_or(&ws.name);
+    format!(
+        "workspace {:?} already exists and was made from template {template:?} ({}), not from template {}. \
+To use it, call create_workspace with template_id {:?} and name {:?}; for a new workspace from template {}, pass another name, e.g. {:?}.",
+        ws.name,
+        ws.template_id,
+        ask.template_id,
+        ws.template_id.to_string(),
+        ws.name,
+        ask.template_id,
+        suggest_other_name(name),
+    )
+}
+
+/// `dev-1` → `dev-1-2` (a valid name, within Coder's 32 characters).
+fn suggest_other_name(name: &str) -> String {
+    let mut base = name.to_owned();
+    base.truncate(super::names::MAX_NAME_LEN - 2);
+    format!("{}-2", base.trim_end_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DOCKER: &str = "6f2f2b5e-9c3a-4c7e-8a53-0d8f6c1c2d3e";
+    const K8S: &str = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+    const WS: &str = "11111111-2222-4333-8444-555555555555";
+
+    /// A workspace called `name` from `template` whose latest build is
+    /// `transition`/`job`, with an agent in `agent` (or none).
+    fn ws(
+        name: &str,
+        template: &str,
+        transition: &str,
+        job: &str,
+        agent: Option<&str>,
+    ) -> Workspace {
+        let resources = match agent {
+            Some(status) => json!([{ "id": Uuid::new_v4(), "agents": [{
+                "id": Uuid::new_v4(), "name": "main", "status": status, "lifecycle_state": "ready"
+            }]}]),
+            None => json!([]),
+        };
+        serde_json::from_value(json!({
+            "id": WS, "name": name, "owner_id": Uuid::nil(), "organization_id": Uuid::nil(),
+            "template_id": template, "template_name": "kubernetes",
+            "latest_build": {
+                "id": Uuid::new_v4(), "workspace_id": WS, "transition": transition,
+                "status": "running", "resources": resources,
+                "job": { "id": Uuid::new_v4(), "status": job, "error": "terraform apply failed" }
+            }
+        }))
+        .unwrap()
+    }
+
+    fn found(ws: Workspace, via: Via) -> Target {
+        Target::Found {
+            workspace: Box::new(ws),
+            via,
+        }
+    }
+
+    fn ask(name: Option<&str>) -> Ask<'_> {
+        Ask {
+            template_id: DOCKER.parse().unwrap(),
+            name,
+        }
+    }
+
+    fn create(name: NewName) -> Action {
+        Action::Create {
+            name,
+            replaces: None,
+        }
+    }
+
+    fn exactly(name: &str) -> NewName {
+        NewName::Exactly(name.into())
+    }
+
+    fn resume(was_building: bool, other_template: bool) -> Action {
+        Action::Resume {
+            was_building,
+            other_template,
+        }
+    }
+
+    fn replace(name: NewName, old: &str, why: &str, holds_name: bool) -> Action {
+        Action::Create {
+            name,
+            replaces: Some(Replacing {
+                id: Some(WS.parse().unwrap()),
+                name: old.into(),
+                why: why.into(),
+                holds_name,
+            }),
+        }
+    }
+
+    /// The module's table, row by row.
+    #[test]
+    fn the_decision_table() {
+        let derived = super::super::names::replacement_name("dev-1", WS.parse().unwrap());
+        let failed = "its last build failed: terraform apply failed";
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Target, Option<&str>, Action)> = vec![
+            ("nothing, no name", Target::Nothing, None, create(NewName::Generated)),
+            ("nothing, a name", Target::Nothing, Some("dev-1"), create(exactly("dev-1"))),
+            ("an intent whose create never went through",
+                Target::Intent { name: "docker-3f2a".into() }, None, create(exactly("docker-3f2a"))),
+            ("an intent wins over a generated name",
+                Target::Intent { name: "dev-1-3f2a".into() }, Some("dev-1"), create(exactly("dev-1-3f2a"))),
+            ("deleted, no name: its freed name is reused",
+                Target::Gone { name: "docker-3f2a".into() }, None,
+                Action::Create { name: exactly("docker-3f2a"), replaces: Some(Replacing {
+                    id: None, name: "docker-3f2a".into(), why: "it was deleted".into(), holds_name: false }) }),
+            ("deleted, a name: the requested name",
+                Target::Gone { name: "docker-3f2a".into() }, Some("dev-2"),
+                Action::Create { name: exactly("dev-2"), replaces: Some(Replacing {
+                    id: None, name: "docker-3f2a".into(), why: "it was deleted".into(), holds_name: false }) }),
+            ("found by name, another template",
+                found(ws("dev-1", K8S, "start", "succeeded", Some("connected")), Via::Name), Some("dev-1"),
+                Action::Refuse(String::new())),
+            ("found by key, another template: returned with a note",
+                found(ws("dev-1", K8S, "start", "succeeded", Some("connected")), Via::Key), None,
+                resume(false, true)),
+            ("start build pending", found(ws("dev-1", DOCKER, "start", "pending", None), Via::Key), None,
+                resume(true, false)),
+            ("start build running", found(ws("dev-1", DOCKER, "start", "running", None), Via::Name), Some("dev-1"),
+                resume(true, false)),
+            ("stop build running", found(ws("dev-1", DOCKER, "stop", "running", None), Via::Key), None,
+                resume(true, false)),
+            ("stopped", found(ws("dev-1", DOCKER, "stop", "succeeded", None), Via::Name), Some("dev-1"),
+                resume(true, false)),
+            ("running, agent connecting", found(ws("dev-1", DOCKER, "start", "succeeded", Some("connecting")), Via::Key), None,
+                resume(false, false)),
+            ("running, agent connected", found(ws("dev-1", DOCKER, "start", "succeeded", Some("connected")), Via::Name), Some("dev-1"),
+                resume(false, false)),
+            ("running, no agent", found(ws("dev-1", DOCKER, "start", "succeeded", None), Via::Key), None,
+                resume(false, false)),
+            ("failed, found by key, no name: a generated name",
+                found(ws("dev-1", DOCKER, "start", "failed", None), Via::Key), None,
+                replace(NewName::Generated, "dev-1", failed, true)),
+            ("failed, found by key, a free requested name: that name",
+                found(ws("dev-1", DOCKER, "start", "failed", None), Via::Key), Some("dev-9"),
+                replace(exactly("dev-9"), "dev-1", failed, true)),
+            ("failed, found by name, still holding it: a derived name",
+                found(ws("dev-1", DOCKER, "start", "failed", None), Via::Name), Some("dev-1"),
+                replace(exactly(&derived), "dev-1", failed, true)),
+            ("canceled", found(ws("dev-1", DOCKER, "start", "canceled", None), Via::Name), Some("dev-1"),
+                replace(exactly(&derived), "dev-1", "its last build was canceled", true)),
+            ("agent disconnected", found(ws("dev-1", DOCKER, "start", "succeeded", Some("disconnected")), Via::Name), Some("dev-1"),
+                replace(exactly(&derived), "dev-1", "its agent is disconnected", true)),
+            ("being deleted: still holds its name",
+                found(ws("dev-1", DOCKER, "delete", "running", None), Via::Name), Some("dev-1"),
+                replace(exactly(&derived), "dev-1", "it was deleted", true)),
+            ("deleted (delete build succeeded): the name is free",
+                found(ws("dev-1", DOCKER, "delete", "succeeded", None), Via::Name), Some("dev-1"),
+                replace(exactly("dev-1"), "dev-1", "it was deleted", false)),
+            ("a replacement found through the name's record, unusable: derived from it",
+                found(ws("dev-1-77aa", DOCKER, "start", "failed", None), Via::Name), Some("dev-1"),
+                replace(exactly(&derived), "dev-1-77aa", failed, true)),
+        ];
+        for (row, target, name, expected) in rows {
+            let action = decide(&target, ask(name));
+            match (&action, &expected) {
+                (Action::Refuse(_), Action::Refuse(_)) => {}
+                _ => assert_eq!(action, expected, "row: {row}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_template_and_suggests_another_name() {
+        let target = found(ws("dev-1", K8S, "start", "succeeded", None), Via::Name);
+        let Action::Refuse(text) = decide(&target, ask(Some("dev-1"))) else {
+            panic!("expected a refusal");
+        };
+        assert!(text.contains("\"kubernetes\""), "{text}");
+        assert!(text.contains(K8S) && text.contains(DOCKER), "{text}");
+        assert!(text.contains("\"dev-1-2\""), "{text}");
+    }
+}

@@ -1,0 +1,130 @@
+//! Which task a call belongs to, and the locks that serialize a task's calls.
+//!
+//! A task is found by its keys, never by memory alone:
+//!
+//! | key | from | lives |
+//! |---|---|---|
+//! | chat | `X-Coder-Chat-Id` | the store's retention |
+//! | session | the MCP session (Streamable HTTP or legacy SSE) | until the session ends |
+//! | stdio | the client process that launched this stdio server, or `--stdio-session` | the store's retention |
+//! | name | the requested workspace name | the store's retention; Coder's name uniqueness besides |
+//!
+//! All of them are per Coder user: a guessed or replayed key never reaches another
+//! user's workspace.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use uuid::Uuid;
+
+/// The key of the conversation a call comes from (the name, when given, is a second key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TaskKey {
+    /// A Coder chat (`X-Coder-Chat-Id`): one workspace per chat, across sessions,
+    /// restarts and replicas.
+    Chat(String),
+    /// An MCP session: `transport` is `mcp` (Streamable HTTP) or `sse` (legacy).
+    Session { transport: &'static str, id: String },
+    /// A stdio client: see [`crate::cli`] for how it is derived.
+    Stdio(String),
+}
+
+impl TaskKey {
+    /// The key as the store records it.
+    pub fn store_key(&self) -> String {
+        match self {
+            TaskKey::Chat(id) => format!("chat:{id}"),
+            TaskKey::Session { transport, id } => format!("session:{transport}:{id}"),
+            TaskKey::Stdio(id) => format!("stdio:{id}"),
+        }
+    }
+
+    /// How answers refer to the task ("this chat already has workspace …").
+    pub fn describe(&self) -> &'static str {
+        match self {
+            TaskKey::Chat(_) => "this chat",
+            TaskKey::Session { .. } => "this session",
+            TaskKey::Stdio(_) => "this client",
+        }
+    }
+}
+
+/// The store key of a requested workspace name (already canonical).
+pub fn name_key(name: &str) -> String {
+    format!("name:{name}")
+}
+
+/// Who is calling, and in which conversation (`None`: a stateless request with no chat
+/// id, where only a requested name ties calls together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: Uuid,
+    pub key: Option<TaskKey>,
+}
+
+/// In-process locks, one per (user, key), made on demand and dropped when unused.
+#[derive(Default)]
+pub struct KeyLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyLocks {
+    /// The lock of `key` of `user`.
+    pub fn get(&self, user: Uuid, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let id = format!("{user}/{key}");
+        // Only weak references are kept here, so a panic while this was held cannot
+        // have left it inconsistent.
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = locks.get(&id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        locks.retain(|_, lock| lock.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(id, Arc::downgrade(&lock));
+        lock
+    }
+
+    /// How many keys are locked or waited for right now.
+    pub fn len(&self) -> usize {
+        let locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.values().filter(|l| l.strong_count() > 0).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_keys_are_distinct_per_kind() {
+        let keys = [
+            TaskKey::Chat("a".into()).store_key(),
+            TaskKey::Session {
+                transport: "mcp",
+                id: "a".into(),
+            }
+            .store_key(),
+            TaskKey::Stdio("a".into()).store_key(),
+            name_key("a"),
+        ];
+        let unique: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
+    }
+
+    #[test]
+    fn locks_are_shared_while_used_and_dropped_after() {
+        let locks = KeyLocks::default();
+        let user = Uuid::new_v4();
+        let a = locks.get(user, "chat:1");
+        let b = locks.get(user, "chat:1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &locks.get(Uuid::new_v4(), "chat:1")));
+        assert_eq!(locks.len(), 1);
+        drop((a, b));
+        assert!(locks.is_empty());
+    }
+}

@@ -1,0 +1,424 @@
+//! Waiting for a workspace: its build, its agent and the agent's startup scripts,
+//! followed on Coder's watch stream (polling only as a fallback), with progress.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::create::{Call, EngineConfig, sleep_until_opt};
+use super::decide::job_error;
+use super::outcome::CreateError;
+use super::progress::Phase;
+use crate::coder::types::{
+    CreateWorkspaceBuildRequest, ProvisionerJobStatus, Workspace, WorkspaceAgent,
+    WorkspaceAgentLifecycle, WorkspaceAgentStatus, WorkspaceTransition,
+};
+use crate::coder::{BuildLogFollower, WorkspaceWatch};
+
+/// What a wait is measured for, so a call that resumes after `--max-call-wait` does
+/// not restart the build, agent or startup-script timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitKind {
+    Build,
+    Agent,
+    StartupScripts,
+}
+
+/// When this process began waiting for each build's phases (shared by every call that
+/// follows the build).
+#[derive(Default)]
+pub(super) struct WaitClocks {
+    started: Mutex<HashMap<(Uuid, WaitKind), Instant>>,
+}
+
+impl WaitClocks {
+    /// When waiting of `kind` for `build` began (now, the first time it is asked).
+    pub(super) fn started(
+        &self,
+        build: Uuid,
+        kind: WaitKind,
+        forget_after: std::time::Duration,
+    ) -> Instant {
+        // Instants only: nothing a panic elsewhere could leave half-written.
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        if started.len() > 1024 {
+            started.retain(|_, at| at.elapsed() < forget_after);
+        }
+        *started.entry((build, kind)).or_insert_with(Instant::now)
+    }
+}
+
+/// How a wait ended well.
+pub(super) enum Readiness {
+    Ready,
+    NoAgent,
+    AgentNotReady(String),
+    ScriptsFailed(WorkspaceAgentLifecycle),
+    ScriptsTimedOut,
+    /// The call's own time limit came first; the workspace is still coming up.
+    StillWaiting(Phase),
+}
+
+/// What the current snapshot means.
+enum Step {
+    Wait {
+        phase: Phase,
+        message: String,
+        timeout: Option<(Instant, WaitKind)>,
+    },
+    StartAgain,
+    Done(Readiness),
+    Failed(CreateError),
+}
+
+impl Call<'_> {
+    fn config(&self) -> &EngineConfig {
+        &self.engine.config
+    }
+
+    /// When this process began waiting of `kind` for `build`.
+    fn wait_started(&self, build: Uuid, kind: WaitKind) -> Instant {
+        let config = self.config();
+        let longest = config
+            .build_timeout
+            .max(config.agent_timeout)
+            .max(config.startup_timeout);
+        self.engine.clocks.started(build, kind, longest * 2)
+    }
+
+    /// Follows the workspace until it is ready, fails, times out or the call's own
+    /// limit comes. Returns the last snapshot and whether a stopped workspace was started.
+    pub(super) async fn wait_ready(
+        &mut self,
+        mut ws: Workspace,
+    ) -> Result<(Workspace, Readiness, bool), CreateError> {
+        let client = self.client;
+        let mut watch =
+            WorkspaceWatch::start(self.client.clone(), ws.id, self.config().watch.clone());
+        let mut logs: Option<(Uuid, BuildLogFollower)> = None;
+        let mut restarted = false;
+        loop {
+            let step = self.assess(&ws, &mut logs);
+            let (phase, timeout) = match step {
+                Step::Done(readiness) => {
+                    if matches!(readiness, Readiness::Ready) {
+                        self.progress
+                            .update(Phase::Ready, format!("workspace {} is ready", ws.name))
+                            .await;
+                    }
+                    return Ok((ws, readiness, restarted));
+                }
+                Step::Failed(err) => return Err(err),
+                Step::StartAgain => {
+                    self.progress
+                        .update(
+                            Phase::Restarting,
+                            format!("starting stopped workspace {}", ws.name),
+                        )
+                        .await;
+                    let start = CreateWorkspaceBuildRequest {
+                        transition: WorkspaceTransition::Start,
+                        template_version_id: None,
+                        rich_parameter_values: Vec::new(),
+                    };
+                    let stopped_build = ws.latest_build.build_number;
+                    match self.shielded(client.create_build(ws.id, &start)).await {
+                        Ok(build) => ws.latest_build = build,
+                        // 409: a build is already active. If someone else started the
+                        // workspace meanwhile, follow that build; otherwise give up
+                        // rather than ask again and again.
+                        Err(err) if err.status() == Some(409) => {
+                            let current =
+                                self.guard(client.workspace(ws.id)).await?.map_err(|e| {
+                                    CreateError::coder("could not reload the workspace", e)
+                                })?;
+                            if current.latest_build.build_number <= stopped_build {
+                                return Err(CreateError::coder(
+                                    "Coder refused to start the stopped workspace",
+                                    err,
+                                ));
+                            }
+                            ws = current;
+                        }
+                        Err(err) => {
+                            return Err(CreateError::coder(
+                                "could not start the stopped workspace",
+                                err,
+                            ));
+                        }
+                    }
+                    restarted = true;
+                    continue;
+                }
+                Step::Wait {
+                    phase,
+                    message,
+                    timeout,
+                } => {
+                    self.progress.update(phase, message).await;
+                    (phase, timeout)
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(CreateError::Cancelled),
+                next = watch.next() => match next {
+                    // A snapshot older than one we already have (a stream that replays
+                    // from before our own start build): never go backwards.
+                    Ok(next) if next.latest_build.build_number < ws.latest_build.build_number => {}
+                    Ok(next) => ws = next,
+                    Err(err) if err.is_not_found() => {
+                        return Err(CreateError::Deleted { workspace_name: ws.name.clone() });
+                    }
+                    Err(err) => return Err(CreateError::coder("lost track of the workspace", err)),
+                },
+                _ = sleep_until_opt(timeout.map(|(at, _)| at)) => {
+                    let kind = timeout.map(|(_, kind)| kind).unwrap_or(WaitKind::Build);
+                    return self.timed_out(&ws, kind).map(|r| (ws, r, restarted));
+                }
+                _ = sleep_until_opt(self.deadline) => {
+                    return Ok((ws, Readiness::StillWaiting(phase), restarted));
+                }
+                // A new build-log stage: re-assess to report it.
+                _ = stage_changed(&mut logs) => {}
+                _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
+                    self.progress.heartbeat().await;
+                }
+            }
+        }
+    }
+
+    /// What `ws` means for the wait.
+    fn assess(&self, ws: &Workspace, logs: &mut Option<(Uuid, BuildLogFollower)>) -> Step {
+        let build = &ws.latest_build;
+        let job = &build.job;
+        let build_deadline = || {
+            Some((
+                self.wait_started(build.id, WaitKind::Build) + self.config().build_timeout,
+                WaitKind::Build,
+            ))
+        };
+        match build.transition {
+            WorkspaceTransition::Delete => {
+                return Step::Failed(CreateError::Deleted {
+                    workspace_name: ws.name.clone(),
+                });
+            }
+            WorkspaceTransition::Stop => {
+                return match job.status {
+                    ProvisionerJobStatus::Succeeded => Step::StartAgain,
+                    ProvisionerJobStatus::Failed | ProvisionerJobStatus::Canceled => {
+                        Step::Failed(CreateError::BuildFailed {
+                            workspace_name: ws.name.clone(),
+                            status: build.status.to_string(),
+                            error: format!(
+                                "stopping the workspace did not finish ({})",
+                                job_error(ws)
+                            ),
+                        })
+                    }
+                    _ => Step::Wait {
+                        phase: Phase::Restarting,
+                        message: format!(
+                            "workspace {} is stopping; it will be started again",
+                            ws.name
+                        ),
+                        timeout: build_deadline(),
+                    },
+                };
+            }
+            _ => {}
+        }
+        match job.status {
+            ProvisionerJobStatus::Pending => {
+                let position = if job.queue_size > 0 {
+                    format!(
+                        " (position {} of {})",
+                        job.queue_position.max(1),
+                        job.queue_size
+                    )
+                } else {
+                    String::new()
+                };
+                Step::Wait {
+                    phase: Phase::Queued,
+                    message: format!(
+                        "build of {} queued, waiting for a provisioner{position}",
+                        ws.name
+                    ),
+                    timeout: build_deadline(),
+                }
+            }
+            ProvisionerJobStatus::Running
+            | ProvisionerJobStatus::Canceling
+            | ProvisionerJobStatus::Unknown => {
+                if !self.config().watch.polling_only
+                    && logs.as_ref().is_none_or(|(id, _)| *id != build.id)
+                {
+                    *logs = Some((
+                        build.id,
+                        BuildLogFollower::start(self.client.clone(), build.id),
+                    ));
+                }
+                let stage = logs
+                    .as_ref()
+                    .map(|(_, f)| f.latest().stage)
+                    .unwrap_or_default();
+                let message = match (job.status, stage.is_empty()) {
+                    (ProvisionerJobStatus::Canceling, _) => {
+                        format!("build of {} is being canceled", ws.name)
+                    }
+                    (_, true) => format!("building {}", ws.name),
+                    (_, false) => format!("building {}: {stage}", ws.name),
+                };
+                Step::Wait {
+                    phase: Phase::Provisioning,
+                    message,
+                    timeout: build_deadline(),
+                }
+            }
+            ProvisionerJobStatus::Failed => Step::Failed(CreateError::BuildFailed {
+                workspace_name: ws.name.clone(),
+                status: build.status.to_string(),
+                error: job_error(ws),
+            }),
+            ProvisionerJobStatus::Canceled => Step::Failed(CreateError::BuildCanceled {
+                workspace_name: ws.name.clone(),
+            }),
+            ProvisionerJobStatus::Succeeded => {
+                *logs = None;
+                self.assess_agent(ws)
+            }
+        }
+    }
+
+    fn assess_agent(&self, ws: &Workspace) -> Step {
+        let build = &ws.latest_build;
+        let Some(agent) = build.first_agent() else {
+            return Step::Done(Readiness::NoAgent);
+        };
+        match agent.status {
+            WorkspaceAgentStatus::Connected => match agent.lifecycle_state {
+                WorkspaceAgentLifecycle::Ready => Step::Done(Readiness::Ready),
+                lifecycle if lifecycle.is_starting() => Step::Wait {
+                    phase: Phase::StartupScripts,
+                    message: format!("agent {} connected; running startup scripts", agent.name),
+                    timeout: Some((
+                        self.wait_started(build.id, WaitKind::StartupScripts)
+                            + self.config().startup_timeout,
+                        WaitKind::StartupScripts,
+                    )),
+                },
+                lifecycle => Step::Done(Readiness::ScriptsFailed(lifecycle)),
+            },
+            // Coder marks an agent `timeout` after its own connection timeout, but it may
+            // still connect: only our --agent-timeout ends the wait.
+            WorkspaceAgentStatus::Connecting | WorkspaceAgentStatus::Timeout => Step::Wait {
+                phase: Phase::AgentConnecting,
+                message: format!("build done; waiting for agent {} to connect", agent.name),
+                timeout: Some((
+                    self.wait_started(build.id, WaitKind::Agent) + self.config().agent_timeout,
+                    WaitKind::Agent,
+                )),
+            },
+            // Coder derives `disconnected` from timestamps: the agent connected, then
+            // missed its heartbeats. Right after a build that is often transient (the
+            // agent restarts, a network blip) and Coder's own CLI keeps waiting through
+            // it, so only --agent-timeout ends this wait too. (`unusable` still treats
+            // it as gone when a call *starts* on a workspace whose agent is disconnected.)
+            WorkspaceAgentStatus::Disconnected => Step::Wait {
+                phase: Phase::AgentConnecting,
+                message: format!(
+                    "agent {} lost its connection; waiting for it to reconnect",
+                    agent.name
+                ),
+                timeout: Some((
+                    self.wait_started(build.id, WaitKind::Agent) + self.config().agent_timeout,
+                    WaitKind::Agent,
+                )),
+            },
+            status => Step::Done(Readiness::AgentNotReady(agent_problem(agent, status))),
+        }
+    }
+
+    fn timed_out(&self, ws: &Workspace, kind: WaitKind) -> Result<Readiness, CreateError> {
+        match kind {
+            WaitKind::Build => Err(CreateError::BuildTimeout {
+                workspace_name: ws.name.clone(),
+                status: ws.latest_build.status.to_string(),
+                job_status: ws.latest_build.job.status.to_string(),
+                waited: humantime::format_duration(self.config().build_timeout).to_string(),
+                url: self.client.dashboard_url(&ws.owner_name, &ws.name),
+            }),
+            WaitKind::Agent => {
+                let status = ws
+                    .latest_build
+                    .first_agent()
+                    .map_or("missing".to_owned(), |a| a.status.to_string());
+                Ok(Readiness::AgentNotReady(format!(
+                    "timed out after {} waiting for the workspace agent to connect (agent status: {status})",
+                    humantime::format_duration(self.config().agent_timeout)
+                )))
+            }
+            WaitKind::StartupScripts => Ok(Readiness::ScriptsTimedOut),
+        }
+    }
+}
+
+pub(super) fn phase_of(ws: &Workspace) -> Phase {
+    let build = &ws.latest_build;
+    match build.job.status {
+        ProvisionerJobStatus::Pending => Phase::Queued,
+        ProvisionerJobStatus::Succeeded => match build.first_agent() {
+            Some(agent)
+                if matches!(
+                    agent.status,
+                    WorkspaceAgentStatus::Connecting
+                        | WorkspaceAgentStatus::Timeout
+                        | WorkspaceAgentStatus::Disconnected
+                ) =>
+            {
+                Phase::AgentConnecting
+            }
+            Some(agent) if agent.lifecycle_state.is_starting() => Phase::StartupScripts,
+            _ => Phase::Ready,
+        },
+        _ => Phase::Provisioning,
+    }
+}
+
+pub(super) fn describe_phase(phase: Phase) -> &'static str {
+    match phase {
+        Phase::WaitingForTask | Phase::Preparing | Phase::Queued => "queued for a provisioner",
+        Phase::Provisioning => "the build is running",
+        Phase::Restarting => "the stopped workspace is being started",
+        Phase::AgentConnecting => "the build is done; waiting for the agent to connect",
+        Phase::StartupScripts => "the agent is running its startup scripts",
+        Phase::Ready => "ready",
+    }
+}
+
+fn agent_problem(agent: &WorkspaceAgent, status: WorkspaceAgentStatus) -> String {
+    let mut text = format!("workspace agent {:?} is {status}", agent.name);
+    if let Some(health) = &agent.health
+        && !health.reason.is_empty()
+    {
+        text.push_str(&format!(": {}", health.reason));
+    }
+    if !agent.troubleshooting_url.is_empty() {
+        text.push_str(&format!(
+            " (troubleshooting: {})",
+            agent.troubleshooting_url
+        ));
+    }
+    text
+}
+
+async fn stage_changed(logs: &mut Option<(Uuid, BuildLogFollower)>) {
+    match logs {
+        Some((_, follower)) => follower.stage_changed().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,116 @@
+//! The schema, as numbered migrations embedded in the binary. A database records the
+//! versions applied in `coder_mcp_migrations`; at start the missing ones are applied in
+//! one transaction, and a database migrated by a newer release is refused rather than
+//! misread. Never edit a released migration: add the next one.
+//!
+//! Tables are prefixed `coder_mcp_` so the store can share a PostgreSQL database with
+//! other applications. Ids are stored as text and times as unix seconds, the same in
+//! both dialects, so the queries are shared too.
+
+/// One migration, in both dialects.
+pub(super) struct Migration {
+    pub version: i64,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: r#"
+        CREATE TABLE coder_mcp_workspace_keys (
+            user_id        TEXT    NOT NULL,
+            key            TEXT    NOT NULL,
+            template_id    TEXT    NOT NULL,
+            workspace_name TEXT    NOT NULL,
+            workspace_id   TEXT,
+            replaced_id    TEXT,
+            replaced_name  TEXT,
+            updated_at     INTEGER NOT NULL,
+            expires_at     INTEGER NOT NULL,
+            PRIMARY KEY (user_id, key)
+        );
+        CREATE INDEX coder_mcp_workspace_keys_expiry ON coder_mcp_workspace_keys (expires_at);
+    "#,
+    postgres: r#"
+        CREATE TABLE coder_mcp_workspace_keys (
+            user_id        TEXT   NOT NULL,
+            key            TEXT   NOT NULL,
+            template_id    TEXT   NOT NULL,
+            workspace_name TEXT   NOT NULL,
+            workspace_id   TEXT,
+            replaced_id    TEXT,
+            replaced_name  TEXT,
+            updated_at     BIGINT NOT NULL,
+            expires_at     BIGINT NOT NULL,
+            PRIMARY KEY (user_id, key)
+        );
+        CREATE INDEX coder_mcp_workspace_keys_expiry ON coder_mcp_workspace_keys (expires_at);
+    "#,
+}];
+
+/// The table of applied versions (the same in both dialects).
+pub(super) const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS coder_mcp_migrations (
+    version    BIGINT NOT NULL PRIMARY KEY,
+    applied_at BIGINT NOT NULL
+)";
+
+pub(super) const CURRENT_VERSION: &str =
+    "SELECT COALESCE(MAX(version), 0) FROM coder_mcp_migrations";
+
+pub(super) const RECORD_VERSION: &str =
+    "INSERT INTO coder_mcp_migrations (version, applied_at) VALUES ($1, $2)";
+
+/// The newest version this build knows.
+pub(super) fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Refuses a database that a newer release has migrated past what this one knows.
+pub(super) fn check_not_newer(current: i64) -> Result<(), String> {
+    if current > latest() {
+        Err(format!(
+            "has schema version {current}, newer than this release knows ({}); upgrade coder-workspace-mcp, or point --store at another database",
+            latest()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The shared queries (SQLite understands `$N` placeholders too).
+pub(super) mod sql {
+    pub const GET: &str =
+        "SELECT template_id, workspace_name, workspace_id, replaced_id, replaced_name
+        FROM coder_mcp_workspace_keys WHERE user_id = $1 AND key = $2";
+    pub const PUT: &str = "INSERT INTO coder_mcp_workspace_keys
+        (user_id, key, template_id, workspace_name, workspace_id, replaced_id, replaced_name, updated_at, expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (user_id, key) DO UPDATE SET
+            template_id = excluded.template_id,
+            workspace_name = excluded.workspace_name,
+            workspace_id = excluded.workspace_id,
+            replaced_id = excluded.replaced_id,
+            replaced_name = excluded.replaced_name,
+            updated_at = excluded.updated_at,
+            expires_at = excluded.expires_at";
+    pub const REMOVE: &str = "DELETE FROM coder_mcp_workspace_keys WHERE user_id = $1 AND key = $2";
+    pub const EXPIRE: &str = "DELETE FROM coder_mcp_workspace_keys WHERE expires_at <= $1";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_increasing_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1);
+        }
+        assert!(check_not_newer(latest()).is_ok());
+        assert!(
+            check_not_newer(latest() + 1)
+                .unwrap_err()
+                .contains("upgrade")
+        );
+    }
+}

@@ -1,0 +1,368 @@
+//! The durable store: what must outlive a process, and be shared by replicas, for
+//! `create_workspace` to keep its promise of one workspace per task.
+//!
+//! Coder stays the source of truth for workspaces. The store keeps only keys and ids:
+//! for each (Coder user, key) the workspace that belongs to it, where a key is a Coder
+//! chat id, an MCP session, a stdio client or a requested workspace name
+//! ([`crate::engine::keys`]). Before a create is sent to Coder the *intent* is written
+//! (the name it is sent with, no id yet), and the workspace id right after Coder
+//! answers, so a crash between the two is recovered by looking the intended name up in
+//! Coder.
+//!
+//! Backends ([`StoreLocation`]):
+//! - SQLite (the default, a file under the OS state directory): WAL, `synchronous=FULL`,
+//!   every write a transaction. Several processes may share the file (Claude Desktop and
+//!   an IDE); per-key locks across them are file locks, which the OS releases when a
+//!   process dies.
+//! - PostgreSQL (`--store postgres://…`), for `serve` replicas: per-key locks are
+//!   advisory locks held in a transaction, so a replica killed mid-call releases them.
+//! - memory: for tests and benchmarks; nothing survives the process.
+//!
+//! Every record expires after the retention (`--store-retention`, 30 days by default)
+//! unless used again; a session's records are removed when the session ends.
+
+mod location;
+mod memory;
+mod migrations;
+mod postgres;
+mod sqlite;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+pub use location::{StoreLocation, default_sqlite_path};
+
+/// What a key is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub template_id: Uuid,
+    /// The workspace's name; while only the intent is recorded, the name the create
+    /// is being sent with.
+    pub workspace_name: String,
+    /// `None` while only the intent is recorded (Coder has not answered the create).
+    pub workspace_id: Option<Uuid>,
+    /// The unusable workspace this one replaces, if any: the key's history, from which
+    /// a replacement's derived name comes.
+    pub replaced: Option<Replaced>,
+}
+
+/// A workspace that was replaced by a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// A store operation failed. The text names the store and says what went wrong; it
+/// never contains a password.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the workspace store ({store}) {problem}")]
+pub struct StoreError {
+    store: String,
+    problem: String,
+}
+
+impl StoreError {
+    fn new(store: &str, problem: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            store: store.to_owned(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// Why the per-key lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another call (in this process, another one, or another replica) held it for
+    /// longer than the caller could wait.
+    #[error("another call for the same task held its lock for too long")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Tuning that is not part of the location.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Records not used for this long are removed.
+    pub retention: Duration,
+    /// The longest any single store operation may take before it is an error (a store
+    /// that hangs must not hang the call).
+    pub operation_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            retention: Duration::from_secs(30 * 24 * 3600),
+            operation_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The store, whichever backend it is. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    options: StoreOptions,
+    describe: Arc<str>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Memory(Arc<memory::MemoryStore>),
+    Sqlite(Arc<sqlite::SqliteStore>),
+    Postgres(Arc<postgres::PgStore>),
+}
+
+/// Held while a call decides and creates: released when dropped (and when its process
+/// or its database connection dies).
+#[must_use = "the lock is released when dropped"]
+pub enum StoreLock {
+    /// Nothing to hold across processes (the memory store).
+    None,
+    Files(#[allow(dead_code)] Vec<std::fs::File>),
+    Postgres(#[allow(dead_code)] sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Store {
+    /// Opens (creating and migrating) the store at `location`.
+    pub async fn open(
+        location: &StoreLocation,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let describe: Arc<str> = location.describe().into();
+        let backend = match location {
+            StoreLocation::Memory => Backend::Memory(Arc::default()),
+            StoreLocation::Sqlite(path) => {
+                Backend::Sqlite(Arc::new(sqlite::SqliteStore::open(path, &describe).await?))
+            }
+            StoreLocation::Postgres(url) => Backend::Postgres(Arc::new(
+                postgres::PgStore::open(url, &describe, options.operation_timeout).await?,
+            )),
+        };
+        let store = Store {
+            backend,
+            options,
+            describe,
+        };
+        // Records of tasks long gone: dropped at every start (and periodically by serve).
+        store.expire().await?;
+        Ok(store)
+    }
+
+    /// An in-memory store (tests and benchmarks).
+    pub fn memory() -> Store {
+        Store {
+            backend: Backend::Memory(Arc::default()),
+            options: StoreOptions::default(),
+            describe: StoreLocation::Memory.describe().into(),
+        }
+    }
+
+    /// Where the store is, for logs and errors (never with a password).
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Whether records outlive this process.
+    pub fn is_durable(&self) -> bool {
+        !matches!(self.backend, Backend::Memory(_))
+    }
+
+    /// Serializes calls for `keys` of `user` across processes and replicas (the engine
+    /// serializes them within the process first), waiting at most `wait`.
+    pub async fn lock(
+        &self,
+        user: Uuid,
+        keys: &[String],
+        wait: Duration,
+    ) -> Result<StoreLock, LockError> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(StoreLock::None),
+            Backend::Sqlite(s) => s.lock(user, keys, wait).await,
+            Backend::Postgres(s) => {
+                // The server gives up waiting after `wait` (lock_timeout); this bound is
+                // only for a database that does not answer at all.
+                let limit = wait + self.options.operation_timeout;
+                match tokio::time::timeout(limit, s.lock(user, keys, wait)).await {
+                    Ok(locked) => locked,
+                    Err(_) => Err(LockError::Store(self.timed_out())),
+                }
+            }
+        }
+    }
+
+    /// The binding of `key`, if any.
+    pub async fn get(&self, user: Uuid, key: &str) -> Result<Option<Binding>, StoreError> {
+        match &self.backend {
+            Backend::Memory(s) => Ok(s.get(user, key)),
+            Backend::Sqlite(s) => self.bounded(s.get(user, key)).await,
+            Backend::Postgres(s) => self.bounded(s.get(user, key)).await,
+        }
+    }
+
+    /// Binds every one of `keys` to `binding` (one transaction), and restarts their
+    /// retention.
+    pub async fn put(
+        &self,
+        user: Uuid,
+        keys: &[String],
+        binding: &Binding,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let expires = expiry(self.options.retention);
+        match &self.backend {
+            Backend::Memory(s) => {
+                s.put(user, keys, binding, expires);
+                Ok(())
+            }
+            Backend::Sqlite(s) => self.bounded(s.put(user, keys, binding, expires)).await,
+            Backend::Postgres(s) => self.bounded(s.put(user, keys, binding, expires)).await,
+        }
+    }
+
+    /// Forgets `key` (an MCP session that ended).
+    pub async fn remove(&self, user: Uuid, key: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Memory(s) => {
+                s.remove(user, key);
+                Ok(())
+            }
+            Backend::Sqlite(s) => self.bounded(s.remove(user, key)).await,
+            Backend::Postgres(s) => self.bounded(s.remove(user, key)).await,
+        }
+    }
+
+    /// Removes the records whose retention is over; returns how many.
+    pub async fn expire(&self) -> Result<u64, StoreError> {
+        let now = chrono::Utc::now().timestamp();
+        let removed = match &self.backend {
+            Backend::Memory(s) => Ok(s.expire(now)),
+            Backend::Sqlite(s) => self.bounded(s.expire(now)).await,
+            Backend::Postgres(s) => self.bounded(s.expire(now)).await,
+        }?;
+        if removed > 0 {
+            tracing::info!(removed, store = %self.describe, "expired records removed");
+        }
+        Ok(removed)
+    }
+
+    /// Whether the store answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Sqlite(s) => self.bounded(s.ping()).await,
+            Backend::Postgres(s) => self.bounded(s.ping()).await,
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.options.operation_timeout, operation)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out()))
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::new(
+            &self.describe,
+            format!(
+                "did not answer within {}",
+                humantime::format_duration(self.options.operation_timeout)
+            ),
+        )
+    }
+}
+
+/// When a record written now expires (unix seconds).
+fn expiry(retention: Duration) -> i64 {
+    let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX / 2);
+    chrono::Utc::now().timestamp().saturating_add(retention)
+}
+
+/// A stable 64-bit number for (user, key): the PostgreSQL advisory lock id and the
+/// SQLite lock stripe. UUIDv5 is SHA-1 based, so it does not change between builds or
+/// platforms (unlike `std`'s hasher).
+fn key_hash(user: Uuid, key: &str) -> u64 {
+    let id = Uuid::new_v5(&user, key.as_bytes());
+    let bytes: [u8; 8] = id.as_bytes()[..8].try_into().unwrap_or_default();
+    u64::from_be_bytes(bytes)
+}
+
+/// Reads a binding from the columns every backend stores.
+fn binding_from_row(
+    template_id: &str,
+    workspace_name: String,
+    workspace_id: Option<&str>,
+    replaced_id: Option<&str>,
+    replaced_name: Option<String>,
+) -> Option<Binding> {
+    let template_id = Uuid::parse_str(template_id).ok()?;
+    let workspace_id = match workspace_id {
+        Some(id) => Some(Uuid::parse_str(id).ok()?),
+        None => None,
+    };
+    let replaced = match (
+        replaced_id.and_then(|id| Uuid::parse_str(id).ok()),
+        replaced_name,
+    ) {
+        (Some(id), Some(name)) => Some(Replaced { id, name }),
+        _ => None,
+    };
+    Some(Binding {
+        template_id,
+        workspace_name,
+        workspace_id,
+        replaced,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hashes_are_stable() {
+        let user = Uuid::parse_str("6f2f2b5e-9c3a-4c7e-8a53-0d8f6c1c2d3e").unwrap();
+        // Fixed across releases: replicas of different versions must agree on lock ids.
+        assert_eq!(key_hash(user, "chat:abc"), key_hash(user, "chat:abc"));
+        assert_ne!(key_hash(user, "chat:abc"), key_hash(user, "chat:abd"));
+        assert_ne!(
+            key_hash(user, "chat:abc"),
+            key_hash(Uuid::nil(), "chat:abc")
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_store_round_trip() {
+        let store = Store::memory();
+        let user = Uuid::new_v4();
+        let binding = Binding {
+            template_id: Uuid::new_v4(),
+            workspace_name: "dev-1".into(),
+            workspace_id: None,
+            replaced: None,
+        };
+        store
+            .put(user, &["chat:1".into(), "name:dev-1".into()], &binding)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get(user, "chat:1").await.unwrap(),
+            Some(binding.clone())
+        );
+        assert_eq!(store.get(user, "name:dev-1").await.unwrap(), Some(binding));
+        assert_eq!(store.get(Uuid::new_v4(), "chat:1").await.unwrap(), None);
+        store.remove(user, "chat:1").await.unwrap();
+        assert_eq!(store.get(user, "chat:1").await.unwrap(), None);
+    }
+}
