@@ -60,7 +60,8 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     );
     // The demo's own store, unless one is given: it shows the durable path without
     // leaving demo records in the user's store.
-    let scratch = std::env::temp_dir().join(format!("coder-workspace-mcp-demo-{}", std::process::id()));
+    let scratch =
+        std::env::temp_dir().join(format!("coder-workspace-mcp-demo-{}", std::process::id()));
     let store = match &cli.store.store {
         Some(_) => None,
         None => Some(scratch.join("store.db")),
@@ -175,7 +176,9 @@ async fn demo(cli: &Cli, sim: &SimCoder, store: Option<&Path>) -> anyhow::Result
     );
     client.cancel().await.ok();
 
-    eprintln!("\n5) the server restarted (a new process), create_workspace with the same name: the store remembers");
+    eprintln!(
+        "\n5) the server restarted (a new process), create_workspace with the same name: the store remembers"
+    );
     let client = start_server(cli, sim, store).await?;
     let restarted = call(&client, "create_workspace", arguments).await?;
     eprintln!(
@@ -188,11 +191,7 @@ async fn demo(cli: &Cli, sim: &SimCoder, store: Option<&Path>) -> anyhow::Result
     Ok(())
 }
 
-async fn call(
-    client: &Client,
-    tool: &'static str,
-    arguments: Value,
-) -> anyhow::Result<Value> {
+async fn call(client: &Client, tool: &'static str, arguments: Value) -> anyhow::Result<Value> {
     let params = CallToolRequestParams::new(tool)
         .with_arguments(arguments.as_object().cloned().unwrap_or_default());
     let result = client

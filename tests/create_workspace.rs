@@ -274,8 +274,8 @@ async fn concurrent_calls_in_one_session_create_one_workspace() {
             .message
             .clone()
             .unwrap_or_default();
-        waiting += first.contains("waiting for another create_workspace call of this task")
-            as usize;
+        waiting +=
+            first.contains("waiting for another create_workspace call of this task") as usize;
     }
     assert_eq!(waiting, 2);
     env.sim.release_requests();

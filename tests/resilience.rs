@@ -228,7 +228,11 @@ async fn a_create_whose_answer_was_lost_is_adopted_not_repeated() {
         .collect();
     assert_eq!(
         lookups,
-        [("GET".into(), 404), ("POST".into(), 502), ("GET".into(), 200)],
+        [
+            ("GET".into(), 404),
+            ("POST".into(), 502),
+            ("GET".into(), 200)
+        ],
         "it was looked up by name after the lost answer"
     );
     assert_eq!(env.workspaces().len(), 1);
@@ -384,8 +388,10 @@ async fn coder_failing_mid_session_is_an_actionable_error_and_the_session_carrie
     );
     let error = error_text(&server.call("create_workspace", env.create_args()).await);
     assert!(
-        error.contains(&format!("could not load workspace {:?}", first["workspace_name"].as_str().unwrap()))
-            && error.contains("HTTP 503: database is restarting"),
+        error.contains(&format!(
+            "could not load workspace {:?}",
+            first["workspace_name"].as_str().unwrap()
+        )) && error.contains("HTTP 503: database is restarting"),
         "{error}"
     );
     assert!(

@@ -324,7 +324,23 @@ impl<'a> Call<'a> {
             None => self.engine.config.lock_wait,
         };
         let store = self.store();
-        match self.guard(store.lock(task.user, &keys, wait)).await? {
+        let held = match self.guard(store.try_lock(task.user, &keys)).await? {
+            Ok(Some(held)) => Ok(held),
+            Ok(None) => {
+                // Another process or replica is in this task's critical section.
+                if !announced {
+                    self.progress
+                        .update(
+                            Phase::WaitingForTask,
+                            "waiting for another create_workspace call of this task to finish",
+                        )
+                        .await;
+                }
+                self.guard(store.lock(task.user, &keys, wait)).await?
+            }
+            Err(err) => Err(LockError::Store(err)),
+        };
+        match held {
             Ok(held) => Ok(Locked::Yes(TaskLock {
                 _local: local,
                 _store: held,

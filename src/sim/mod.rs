@@ -324,9 +324,21 @@ impl SimCoder {
         self.inner.update_quiet(|st| st.holds.push((method, path)));
     }
 
-    /// Lets every held request through and stops holding.
+    /// Processes every later request matching `method` and `path_contains` but holds
+    /// its answer (recorded with status 0 meanwhile) until [`SimCoder::release_requests`]:
+    /// the request has taken effect, and its client is still waiting for the reply.
+    pub fn hold_responses(&self, method: http::Method, path_contains: impl Into<String>) {
+        let path = path_contains.into();
+        self.inner
+            .update_quiet(|st| st.response_holds.push((method, path)));
+    }
+
+    /// Lets every held request and answer through and stops holding.
     pub fn release_requests(&self) {
-        self.inner.update_quiet(|st| st.holds.clear());
+        self.inner.update_quiet(|st| {
+            st.holds.clear();
+            st.response_holds.clear();
+        });
     }
 
     /// Abruptly closes every open `watch-ws` and SSE `watch` connection: the TCP

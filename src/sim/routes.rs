@@ -238,24 +238,13 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
         (seq, fault, caller)
     });
 
-    // A held request waits here, unprocessed, like a slow Coder (checked again after
-    // every state change, so a release lets it through at once).
-    let mut changes = inner.subscribe();
-    loop {
-        changes.borrow_and_update();
-        let held = inner.read(|st| {
-            st.holds
-                .iter()
-                .any(|(m, p)| *m == method && path.contains(p.as_str()))
-        });
-        if !held {
-            break;
-        }
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { break },
-            _ = inner.shutdown_token().cancelled() => break,
-        }
-    }
+    // A held request waits here, unprocessed, like a slow Coder.
+    wait_while_held(&inner, |st| {
+        st.holds
+            .iter()
+            .any(|(m, p)| *m == method && path.contains(p.as_str()))
+    })
+    .await;
 
     let needs_auth = path.starts_with("/api/v2/") && path != "/api/v2/buildinfo";
     let fault_response = |status: u16, message: String| {
@@ -285,6 +274,14 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
             req.extensions_mut().insert(Caller { id });
         }
         let response = next.run(req).await;
+        // A held answer: the request went through, but its answer waits, like a Coder
+        // whose reply is still on the wire when the client dies.
+        wait_while_held(&inner, |st| {
+            st.response_holds
+                .iter()
+                .any(|(m, p)| *m == method && path.contains(p.as_str()))
+        })
+        .await;
         match late_fault {
             Some((status, message)) => fault_response(status, message),
             None => response,
@@ -293,6 +290,22 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
     let status = response.status().as_u16();
     inner.update_quiet(|st| st.set_request_status(seq, status));
     response
+}
+
+/// Waits while `held` says so, checking again after every state change (so a release
+/// lets the request through at once, with no polling).
+async fn wait_while_held(inner: &AppState, held: impl Fn(&SimState) -> bool) {
+    let mut changes = inner.subscribe();
+    loop {
+        changes.borrow_and_update();
+        if !inner.read(&held) {
+            return;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = inner.shutdown_token().cancelled() => return,
+        }
+    }
 }
 
 // ----- helpers shared with the stream handlers -----

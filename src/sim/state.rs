@@ -140,6 +140,8 @@ pub(crate) struct State {
     /// Requests matching one of these (method, path fragment) wait before being
     /// processed until [`super::SimCoder::release_requests`].
     pub holds: Vec<(http::Method, String)>,
+    /// Requests processed but whose answers are held (see `SimCoder::hold_responses`).
+    pub response_holds: Vec<(http::Method, String)>,
     pub watch_ws_supported: bool,
     pub watch_sse_supported: bool,
     pub open_watch_streams: usize,
@@ -170,6 +172,7 @@ impl State {
             next_request: 0,
             faults: Vec::new(),
             holds: Vec::new(),
+            response_holds: Vec::new(),
             watch_ws_supported: true,
             watch_sse_supported: true,
             open_watch_streams: 0,

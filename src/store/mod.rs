@@ -197,6 +197,20 @@ impl Store {
         }
     }
 
+    /// The lock, if nobody else holds any part of it right now (`None`: wait with
+    /// [`Store::lock`]).
+    pub async fn try_lock(
+        &self,
+        user: Uuid,
+        keys: &[String],
+    ) -> Result<Option<StoreLock>, StoreError> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(Some(StoreLock::None)),
+            Backend::Sqlite(s) => s.try_lock(user, keys),
+            Backend::Postgres(s) => self.bounded(s.try_lock(user, keys)).await,
+        }
+    }
+
     /// The binding of `key`, if any.
     pub async fn get(&self, user: Uuid, key: &str) -> Result<Option<Binding>, StoreError> {
         match &self.backend {
@@ -340,6 +354,34 @@ mod tests {
             key_hash(user, "chat:abc"),
             key_hash(Uuid::nil(), "chat:abc")
         );
+    }
+
+    #[tokio::test]
+    async fn sqlite_locks_exclude_other_openers_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("store.db"));
+        // Two opens of one file stand for two processes: their lock files are opened
+        // separately, and file locks of separate opens exclude each other.
+        let a = Store::open(&location, StoreOptions::default())
+            .await
+            .unwrap();
+        let b = Store::open(&location, StoreOptions::default())
+            .await
+            .unwrap();
+        let user = Uuid::new_v4();
+        let keys = vec!["name:x".to_owned(), "chat:1".to_owned()];
+        let held = a.lock(user, &keys, Duration::from_secs(1)).await.unwrap();
+        assert!(b.try_lock(user, &keys).await.unwrap().is_none());
+        assert!(matches!(
+            b.lock(user, &keys[..1], Duration::from_millis(50)).await,
+            Err(LockError::Busy)
+        ));
+        assert!(
+            b.try_lock(Uuid::new_v4(), &keys).await.unwrap().is_some(),
+            "another user's keys"
+        );
+        drop(held);
+        assert!(b.try_lock(user, &keys).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -99,6 +99,28 @@ impl PgStore {
         tx.commit().await.map_err(|e| self.error(e))
     }
 
+    /// The lock, if no other call holds any part of it now.
+    pub(super) async fn try_lock(
+        &self,
+        user: Uuid,
+        keys: &[String],
+    ) -> Result<Option<StoreLock>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.error(e))?;
+        for id in lock_ids(user, keys) {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            if !locked {
+                // Rolling back releases what was taken so far.
+                tx.rollback().await.map_err(|e| self.error(e))?;
+                return Ok(None);
+            }
+        }
+        Ok(Some(StoreLock::Postgres(tx)))
+    }
+
     pub(super) async fn lock(
         &self,
         user: Uuid,
@@ -205,4 +227,10 @@ impl PgStore {
             .map_err(|e| self.error(e))?;
         Ok(())
     }
+}
+
+/// The advisory lock ids of `keys`, in ascending order, so two calls never wait for each
+/// other's second lock.
+fn lock_ids(user: Uuid, keys: &[String]) -> BTreeSet<i64> {
+    keys.iter().map(|key| key_hash(user, key) as i64).collect()
 }

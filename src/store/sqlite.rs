@@ -112,29 +112,60 @@ impl SqliteStore {
         tx.commit().await.map_err(|e| self.error(e))
     }
 
+    /// The lock files of `keys`, in ascending order, so two calls never wait for each
+    /// other's second lock.
+    fn stripes(&self, user: Uuid, keys: &[String]) -> Result<Vec<(PathBuf, File)>, StoreError> {
+        let stripes: BTreeSet<u64> = keys
+            .iter()
+            .map(|key| key_hash(user, key) % LOCK_STRIPES)
+            .collect();
+        stripes
+            .into_iter()
+            .map(|stripe| {
+                let path = self.locks.join(format!("{stripe:02x}"));
+                let file = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| {
+                        self.error(format!("cannot open lock file {}: {e}", path.display()))
+                    })?;
+                Ok((path, file))
+            })
+            .collect()
+    }
+
+    /// The lock, if no other process holds any part of it right now.
+    pub(super) fn try_lock(
+        &self,
+        user: Uuid,
+        keys: &[String],
+    ) -> Result<Option<StoreLock>, StoreError> {
+        let mut held = Vec::new();
+        for (path, file) in self.stripes(user, keys)? {
+            match file.try_lock() {
+                Ok(()) => held.push(file),
+                // Whatever was taken so far is released with `held`.
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(self.error(format!("cannot lock {}: {e}", path.display())));
+                }
+            }
+        }
+        Ok(Some(StoreLock::Files(held)))
+    }
+
     pub(super) async fn lock(
         &self,
         user: Uuid,
         keys: &[String],
         wait: Duration,
     ) -> Result<StoreLock, LockError> {
-        // In ascending order, so two calls never wait for each other's second lock.
-        let stripes: BTreeSet<u64> = keys
-            .iter()
-            .map(|key| key_hash(user, key) % LOCK_STRIPES)
-            .collect();
         let deadline = tokio::time::Instant::now() + wait;
+        let stripes = self.stripes(user, keys)?;
         let mut held = Vec::with_capacity(stripes.len());
-        for stripe in stripes {
-            let path = self.locks.join(format!("{stripe:02x}"));
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| {
-                    self.error(format!("cannot open lock file {}: {e}", path.display()))
-                })?;
+        for (path, file) in stripes {
             match file.try_lock() {
                 Ok(()) => held.push(file),
                 Err(std::fs::TryLockError::WouldBlock) => {

@@ -137,6 +137,13 @@ impl HttpServer {
         assert!(status.success());
     }
 
+    /// SIGKILL, and waits for the process to be gone: a replica or a process that dies
+    /// with no chance to clean up.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("kill serve");
+        let _ = self.child.wait().await;
+    }
+
     pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.child.wait().await.unwrap()
     }

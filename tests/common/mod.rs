@@ -79,8 +79,13 @@ impl Env {
     /// store. Servers spawned by one test are launched by one process, so they share
     /// their stdio conversation unless `--stdio-session` says otherwise.
     pub async fn server(&self, extra_args: &[&str]) -> Server {
-        Server::spawn_with(&self.sim.url(), TOKEN, extra_args, &[("CODER_MCP_STORE", &self.store())])
-            .await
+        Server::spawn_with(
+            &self.sim.url(),
+            TOKEN,
+            extra_args,
+            &[("CODER_MCP_STORE", &self.store())],
+        )
+        .await
     }
 
     /// The arguments of a create_workspace call on the docker template.
@@ -130,6 +135,8 @@ pub struct Server {
     pub client: RunningService<RoleClient, Recorder>,
     recorder: Recorder,
     stderr: Option<tokio::task::JoinHandle<String>>,
+    /// The spawned process, when it is one.
+    pid: Option<u32>,
 }
 
 impl Server {
@@ -155,6 +162,7 @@ impl Server {
             client,
             recorder,
             stderr: None,
+            pid: None,
         })
     }
 
@@ -183,6 +191,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the server");
+        let pid = transport.id();
         let mut stderr = stderr.expect("piped stderr");
         let stderr = tokio::spawn(async move {
             let mut text = String::new();
@@ -199,7 +208,20 @@ impl Server {
             client,
             recorder,
             stderr: Some(stderr),
+            pid,
         }
+    }
+
+    /// SIGKILL: the process dies at once, wherever it is (between two writes, with a
+    /// Coder request in flight), and its stderr is returned.
+    pub async fn kill(self) -> String {
+        let pid = self.pid.expect("a spawned server").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL {pid}");
+        self.finish().await
     }
 
     /// Calls a tool and waits for its result.
