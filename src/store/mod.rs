@@ -141,9 +141,9 @@ impl Store {
             StoreLocation::Sqlite(path) => {
                 Backend::Sqlite(Arc::new(sqlite::SqliteStore::open(path, &describe).await?))
             }
-            StoreLocation::Postgres(url) => Backend::Postgres(Arc::new(
-                postgres::PgStore::open(url, &describe, options.operation_timeout).await?,
-            )),
+            StoreLocation::Postgres(url) => {
+                Backend::Postgres(Arc::new(postgres::PgStore::open(url, &describe).await?))
+            }
         };
         let store = Store {
             backend,

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::migrations::{self, sql};
@@ -18,6 +18,10 @@ use super::{Binding, LockError, StoreError, StoreLock, binding_from_row, key_has
 
 /// Serializes migrations of replicas that start at once.
 const MIGRATION_LOCK: i64 = 0x636f_6465_725f_6d63; // "coder_mc"
+
+/// How long a call waits for a pooled connection (the pool retries a refused connection
+/// until then).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// PostgreSQL's `lock_not_available`: `lock_timeout` ran out.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
@@ -36,22 +40,26 @@ type Row = (
 );
 
 impl PgStore {
-    pub(super) async fn open(
-        url: &str,
-        describe: &str,
-        connect_timeout: Duration,
-    ) -> Result<PgStore, StoreError> {
+    pub(super) async fn open(url: &str, describe: &str) -> Result<PgStore, StoreError> {
         let fail = |problem: String| StoreError::new(describe, problem);
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| fail(format!("has an invalid URL: {e}")))?
             .application_name("coder-workspace-mcp");
-        let pool = PgPoolOptions::new()
-            // Each call in its critical section holds one connection for its lock.
-            .max_connections(16)
-            .acquire_timeout(connect_timeout)
-            .connect_with(options)
+        // One plain connection first: the pool would keep retrying a refused connection
+        // until its timeout, and a start-up error should come at once.
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| fail(format!("cannot be reached: {e}")))?
+            .close()
             .await
             .map_err(|e| fail(format!("cannot be reached: {e}")))?;
+        let pool = PgPoolOptions::new()
+            // Each call in its critical section holds one connection for its lock (one
+            // per task and replica: calls of one task queue in-process first).
+            .max_connections(16)
+            // A database that is down fails a call within this, not the call's whole wait.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
         let store = PgStore {
             pool,
             describe: describe.to_owned(),

@@ -21,6 +21,7 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
 pub mod http;
+pub mod postgres;
 
 pub const TOKEN: &str = "alice-secret-token-4f1d2c";
 pub const BOB_TOKEN: &str = "bob-secret-token-99ab12";
