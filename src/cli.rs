@@ -117,9 +117,9 @@ pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// The conversation of a stdio server: `--stdio-session`, else the client process that
-/// launched it. A client (Claude Desktop, an IDE) that restarts its server is the same
-/// process, so it keeps its workspace; two clients are two processes, with one each.
+/// The conversation of a stdio server: `--stdio-session` when given (it outlives the
+/// process), else the process itself. (Not the launching client process: one agent
+/// framework often runs many servers, one per task, and they must not share a workspace.)
 fn stdio_key(args: &StoreArgs) -> TaskKey {
     match args
         .stdio_session
@@ -128,35 +128,7 @@ fn stdio_key(args: &StoreArgs) -> TaskKey {
         .filter(|k| !k.is_empty())
     {
         Some(key) => TaskKey::Stdio(format!("named:{key}")),
-        None => TaskKey::Stdio(launcher()),
-    }
-}
-
-/// The process that launched this one: its pid, and on Linux its start time and the boot
-/// id, so that a pid reused by another process later is another client.
-fn launcher() -> String {
-    #[cfg(unix)]
-    {
-        let parent = std::os::unix::process::parent_id();
-        let started = std::fs::read_to_string(format!("/proc/{parent}/stat"))
-            .ok()
-            // Field 22 (starttime) counted after the command name, which may hold spaces.
-            .and_then(|stat| {
-                let rest = stat.rsplit_once(')')?.1.to_owned();
-                rest.split_whitespace().nth(19).map(str::to_owned)
-            });
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|b| b.trim().to_owned())
-            .ok();
-        match (started, boot) {
-            (Some(started), Some(boot)) => format!("pid:{parent}:{started}:{boot}"),
-            _ => format!("pid:{parent}"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        // No portable parent id: each process is its own conversation.
-        format!("process:{}", uuid::Uuid::new_v4())
+        None => TaskKey::Stdio(format!("process:{}", uuid::Uuid::new_v4())),
     }
 }
 
@@ -167,7 +139,8 @@ async fn serve_stdio(cli: &Cli) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(cli.timing.engine_config(), store));
     let key = stdio_key(&cli.store);
     tracing::debug!(key = %key.store_key(), "stdio conversation");
-    let server = WorkspaceServer::new(engine, identity, key);
+    let user = identity.user.id;
+    let server = WorkspaceServer::new(engine.clone(), identity, key.clone());
     tracing::info!("serving MCP on stdio");
     let running = server
         .serve(rmcp::transport::stdio())
@@ -175,6 +148,10 @@ async fn serve_stdio(cli: &Cli) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("MCP initialization failed: {e}"))?;
     let reason = running.waiting().await?;
     tracing::info!(?reason, "MCP session ended");
+    // A process's own conversation ends with it (a named one is kept for next time).
+    if matches!(&key, TaskKey::Stdio(id) if id.starts_with("process:")) {
+        engine.forget(user, &key).await;
+    }
     Ok(())
 }
 

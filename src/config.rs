@@ -204,20 +204,21 @@ impl TimingArgs {
 /// Where what must outlive the process is kept (see the README's idempotency rules).
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// Where to keep which workspace belongs to which task (chat, session, stdio client,
+    /// Where to keep which workspace belongs to which task (chat, session, stdio process,
     /// workspace name), so calling again finds it after restarts: an SQLite file (default:
     /// coder-workspace-mcp/store.db under the OS state directory, e.g.
     /// ~/.local/state/coder-workspace-mcp/store.db), or postgres://user:password@host:5432/db
     /// for `serve` replicas sharing one database. `memory` keeps nothing (tests).
     #[arg(long, env = "CODER_MCP_STORE", global = true, value_name = "PATH|URL", value_parser = parse_store, hide_env_values = true)]
     pub store: Option<StoreLocation>,
-    /// How long the store keeps a record that is not used (chat ids, names, stdio clients;
-    /// a session's records go when the session ends).
+    /// How long the store keeps a record that is not used (chat ids, names, stdio keys; a
+    /// session's records go when the session ends).
     #[arg(long, global = true, default_value = "30d", value_parser = parse_duration, value_name = "DURATION")]
     pub store_retention: Duration,
-    /// stdio: the key of this server's conversation. Servers started with the same key by
-    /// the same Coder user share one workspace. Default: the client process that launched
-    /// this server, so a client that restarts it keeps its workspace.
+    /// stdio: a key for this server's conversation that outlives the process, e.g. one per
+    /// project in the client's config. Servers started with the same key (by the same Coder
+    /// user) share one workspace, across restarts. Default: each process is a conversation
+    /// of its own (after a restart, the name its answers gave finds the workspace).
     #[arg(
         long,
         env = "CODER_MCP_STDIO_SESSION",

@@ -173,7 +173,8 @@ async fn max_call_wait_answers_building_and_the_next_call_finishes_the_same_work
     again["name"] = json!(name);
     let handle = server.start_call("create_workspace", again).await;
     let token = handle.progress_token.clone();
-    server.wait_for_progress(&token, 1).await;
+    // It follows the build (its progress names the workspace) before the build finishes.
+    server.wait_for_message(&token, name).await;
     env.sim.release_builds();
     let rmcp::model::ServerResult::CallToolResult(result) = handle.await_response().await.unwrap()
     else {
@@ -266,16 +267,15 @@ async fn concurrent_calls_in_one_session_create_one_workspace() {
         .wait_until(|v| v.pending_requests("POST", "/users/me/workspaces") == 1)
         .await;
     // The calls really overlap: while one creates, the two others wait for the
-    // task's lock (whichever got there first).
+    // task's lock (whichever got there first), and say so.
     let mut waiting = 0;
     for call in [&a, &b, &c] {
-        server.wait_for_progress(&call.progress_token, 1).await;
-        let first = server.progress(&call.progress_token)[0]
-            .message
-            .clone()
-            .unwrap_or_default();
-        waiting +=
-            first.contains("waiting for another create_workspace call of this task") as usize;
+        server.wait_for_progress(&call.progress_token, 2).await;
+        waiting += server.progress(&call.progress_token).iter().any(|p| {
+            p.message.as_deref().is_some_and(|m| {
+                m.contains("waiting for another create_workspace call of this task")
+            })
+        }) as usize;
     }
     assert_eq!(waiting, 2);
     env.sim.release_requests();

@@ -180,15 +180,11 @@ async fn two_stdio_processes_on_one_sqlite_file_make_one_workspace() {
         .await;
     // The second call is waiting for the first one's lock (its progress says so) while
     // the first one's create is held.
-    ide.wait_for_progress(&second.progress_token, 1).await;
-    let waiting = ide.progress(&second.progress_token)[0]
-        .message
-        .clone()
-        .unwrap_or_default();
-    assert!(
-        waiting.contains("waiting for another create_workspace call"),
-        "{waiting}"
-    );
+    ide.wait_for_message(
+        &second.progress_token,
+        "waiting for another create_workspace call",
+    )
+    .await;
     env.sim.release_requests();
     let (first, second) = (result(first).await, result(second).await);
     assert_eq!(first["created"], true);
@@ -206,14 +202,15 @@ async fn two_stdio_processes_on_one_sqlite_file_make_one_workspace() {
     assert_eq!(env.workspaces().len(), 2);
 }
 
-/// The stdio server is killed mid-build (kill -9) and started again by the same client:
-/// the same call finds the same workspace, with the name the answer gave, from the
-/// restarted process and from another client alike.
+/// The stdio server is killed mid-build (kill -9) and started again: the same call finds
+/// the same workspace, by its conversation key when the client gives one
+/// (`--stdio-session`), and from any client with the name the answer gave.
 #[tokio::test]
 async fn a_stdio_server_killed_mid_build_finds_its_workspace_again() {
     let env = Env::new().await;
     env.sim.set_build_plan(env.docker.id, BuildPlan::held());
-    let server = env.server(&["--max-call-wait", "1s"]).await;
+    let args = ["--max-call-wait", "1s", "--stdio-session", "my-project"];
+    let server = env.server(&args).await;
     let first = structured(&server.call("create_workspace", env.create_args()).await);
     assert_eq!(first["status"], "building");
     let name = first["workspace_name"].as_str().unwrap().to_owned();
@@ -226,20 +223,22 @@ async fn a_stdio_server_killed_mid_build_finds_its_workspace_again() {
     );
     server.kill().await;
 
-    // The same client starts it again: the same call, without a name, is its workspace.
-    let restarted = env.server(&["--max-call-wait", "1s"]).await;
+    // Started again with the same conversation key: the same call, without a name.
+    let restarted = env.server(&args).await;
     let same = structured(&restarted.call("create_workspace", env.create_args()).await);
     assert_eq!(same["status"], "building");
     assert_eq!(same["created"], false);
     assert_eq!(same["workspace_id"], first["workspace_id"]);
     restarted.kill().await;
 
-    // Any client, as the answer said: with the name.
-    let elsewhere = env.server(&["--stdio-session", "elsewhere"]).await;
+    // Any process, as the answer said: with the name.
+    let elsewhere = env.server(&[]).await;
     let call = elsewhere
         .start_call("create_workspace", named(&env, &name))
         .await;
-    elsewhere.wait_for_progress(&call.progress_token, 1).await;
+    elsewhere
+        .wait_for_message(&call.progress_token, &name)
+        .await;
     env.sim.release_builds();
     let done = result(call).await;
     assert_eq!(done["created"], false);
@@ -251,31 +250,39 @@ async fn a_stdio_server_killed_mid_build_finds_its_workspace_again() {
 
 /// kill -9 after Coder carried out the create but before its answer arrived (so before
 /// the workspace id was written): the intent written before the create leads the next
-/// call to the workspace by its name, and no second one is made.
+/// call to the workspace by its name, and no second one is made. Through the
+/// conversation's key, and through a requested name.
 #[tokio::test]
 async fn a_kill_between_the_create_and_the_store_write_makes_no_second_workspace() {
     let env = Env::new().await;
     env.sim
         .hold_responses(http::Method::POST, "/users/me/workspaces");
-    let server = env.server(&[]).await;
-    let _lost = server
-        .start_call("create_workspace", env.create_args())
-        .await;
-    // Coder has made the workspace; its answer is held, so the server has not seen it.
-    env.sim.wait_until(|v| v.workspaces().len() == 1).await;
-    server.kill().await;
-    env.sim.release_requests();
+    for (round, (args, call)) in [
+        (&["--stdio-session", "s1"][..], env.create_args()),
+        (&[][..], named(&env, "task-b")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let server = env.server(args).await;
+        let _lost = server.start_call("create_workspace", call.clone()).await;
+        // Coder has made the workspace; its answer is held, so the server has not seen it.
+        env.sim
+            .wait_until(|v| v.workspaces().len() == round + 1)
+            .await;
+        server.kill().await;
 
-    let restarted = env.server(&[]).await;
-    let found = structured(&restarted.call("create_workspace", env.create_args()).await);
-    assert_eq!(found["created"], false, "{found}");
-    assert_eq!(found["status"], "already_exists");
-    assert_eq!(
-        found["workspace_id"].as_str().unwrap(),
-        env.workspaces()[0].id.to_string()
-    );
-    assert_eq!(env.workspaces().len(), 1);
-    assert_eq!(creates(&env), 1, "the create was not sent again");
+        let restarted = env.server(args).await;
+        let found = structured(&restarted.call("create_workspace", call).await);
+        assert_eq!(found["created"], false, "{found}");
+        assert_eq!(found["status"], "already_exists");
+        assert_eq!(
+            found["workspace_id"].as_str().unwrap(),
+            env.workspaces()[round].id.to_string()
+        );
+        assert_eq!(env.workspaces().len(), round + 1);
+        assert_eq!(creates(&env), round + 1, "the create was not sent again");
+    }
 }
 
 /// Over HTTP, a new MCP session per call (hosted agents do that): the name the first
@@ -329,8 +336,9 @@ async fn a_chat_keeps_its_workspace_across_a_restart_of_serve() {
 }
 
 /// A store that cannot be used is a start-up error that says which store and what to
-/// do, for stdio and serve alike (a directory where the file should be, and a path
-/// under a regular file: both fail whoever runs the tests).
+/// do, for stdio and serve alike (a path under a regular file, a directory where the
+/// file should be, a file that is not a database: all fail whoever runs the tests, root
+/// included).
 #[tokio::test]
 async fn an_unusable_store_is_a_clear_start_up_error() {
     let env = Env::new().await;
@@ -338,7 +346,10 @@ async fn an_unusable_store_is_a_clear_start_up_error() {
     std::fs::write(&file, "not a directory").unwrap();
     let under_a_file = file.join("store.db").display().to_string();
     let a_directory = env.dir.path().display().to_string();
-    for store in [under_a_file, a_directory] {
+    let not_a_database = env.dir.path().join("garbage.db");
+    std::fs::write(&not_a_database, "x".repeat(4096)).unwrap();
+    let not_a_database = not_a_database.display().to_string();
+    for store in [under_a_file, a_directory, not_a_database] {
         for mode in ["stdio", "serve"] {
             let output = tokio::process::Command::new(common::BIN)
                 .args([mode, "--store", &store])

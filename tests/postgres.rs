@@ -40,15 +40,12 @@ async fn waits_for_the_other(
     session: &Server,
     handle: &rmcp::service::RequestHandle<rmcp::RoleClient>,
 ) {
-    session.wait_for_progress(&handle.progress_token, 1).await;
-    let first = session.progress(&handle.progress_token)[0]
-        .message
-        .clone()
-        .unwrap_or_default();
-    assert!(
-        first.contains("waiting for another create_workspace call of this task"),
-        "{first}"
-    );
+    session
+        .wait_for_message(
+            &handle.progress_token,
+            "waiting for another create_workspace call of this task",
+        )
+        .await;
 }
 
 /// Two replicas behind a load balancer: concurrent calls for one chat id, and for one

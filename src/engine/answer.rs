@@ -1,12 +1,11 @@
 //! The answers of `create_workspace` that are not errors: what the model reads, and
 //! above all, for an answer that is not final, the way back to the same workspace.
 
-use super::CreateRequest;
 use super::create::Call;
 use super::outcome::{AgentStatus, CallStatus, CreateError, CreateWorkspaceResult, StartupScripts};
 use super::progress::{Phase, truncate};
 use super::wait::{Readiness, describe_phase};
-use crate::coder::types::Workspace;
+use crate::coder::types::{Template, Workspace};
 
 /// Where the wait began, for the final message.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -31,7 +30,7 @@ impl Call<'_> {
     /// name it is being created under (when already chosen).
     pub(super) async fn not_created_yet(
         &mut self,
-        request: &CreateRequest,
+        template: &Template,
         pending: Option<String>,
     ) -> Result<CreateWorkspaceResult, CreateError> {
         let client = self.client;
@@ -39,10 +38,6 @@ impl Call<'_> {
             .guard(client.me())
             .await?
             .map_err(|e| CreateError::coder("could not load the Coder user", e))?;
-        let template = self
-            .guard(client.template(request.template_id))
-            .await?
-            .map_err(|e| CreateError::coder("could not read the template", e))?;
         let elapsed = self.started.elapsed().as_secs();
         let (name, url, message) = match &pending {
             Some(name) => (
@@ -74,7 +69,7 @@ impl Call<'_> {
             workspace_id: None,
             owner: me.username,
             template_id: template.id,
-            template_name: template.name,
+            template_name: template.name.clone(),
             build_status: "pending".into(),
             build_number: 0,
             agent_name: None,

@@ -30,7 +30,7 @@ use super::outcome::{CreateError, CreateWorkspaceResult};
 use super::params::{parameter_differences, validate_parameters};
 use super::progress::{Phase, ProgressSink, ProgressTracker};
 use super::wait::WaitClocks;
-use crate::coder::types::{CreateWorkspaceRequest, Workspace};
+use crate::coder::types::{CreateWorkspaceRequest, Template, Workspace, WorkspaceBuildParameter};
 use crate::coder::{CoderClient, CoderError, WatchConfig};
 use crate::store::{Binding, LockError, Replaced, Store, StoreLock};
 
@@ -124,7 +124,10 @@ impl Engine {
             progress: ProgressTracker::new(sink, self.config.heartbeat),
         };
         let task = Task::new(caller, &request);
-        let guard = match call.lock(&task, &request).await? {
+        // Bad arguments are an error whatever the task's state (a call that would return
+        // an existing workspace included), before anything else is looked at.
+        let checked = call.check(&request).await?;
+        let guard = match call.lock(&task, &checked).await? {
             Locked::Yes(guard) => guard,
             Locked::NotInTime(result) => return Ok(*result),
         };
@@ -156,7 +159,7 @@ impl Engine {
                 .await
             }
             Action::Create { name, replaces } => {
-                call.create(&task, &request, &records, name, replaces, guard)
+                call.create(&task, &request, &checked, &records, name, replaces, guard)
                     .await
             }
         }
@@ -201,6 +204,13 @@ impl Task {
     fn key_record(&self) -> Option<String> {
         self.key.as_ref().map(TaskKey::store_key)
     }
+}
+
+/// A request checked against its template.
+struct Checked {
+    template: Template,
+    /// The parameter values, as Coder's `rich_parameter_values`.
+    values: Vec<WorkspaceBuildParameter>,
 }
 
 /// What the store has for a task's keys.
@@ -265,13 +275,38 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// Reads the template and checks the parameters against its active version.
+    async fn check(&mut self, request: &CreateRequest) -> Result<Checked, CreateError> {
+        let client = self.client;
+        let template_id = request.template_id;
+        self.progress
+            .update(Phase::Preparing, "reading the template")
+            .await;
+        let template = match self.guard(client.template(template_id)).await? {
+            Ok(template) => template,
+            Err(err) if matches!(err.status(), Some(400 | 403 | 404)) => {
+                return Err(CreateError::InvalidArguments(format!(
+                    "template {template_id} not found ({err}); use list_templates to find a template id"
+                )));
+            }
+            Err(err) => return Err(CreateError::coder("could not read the template", err)),
+        };
+        let parameters = self
+            .guard(client.rich_parameters(template.active_version_id))
+            .await?
+            .map_err(|e| CreateError::coder("could not read the template's parameters", e))?;
+        let values = validate_parameters(&request.parameters, &parameters)
+            .map_err(CreateError::InvalidArguments)?;
+        Ok(Checked { template, values })
+    }
+
     fn store(&self) -> &'a Store {
         &self.engine.store
     }
 
     /// Takes the task's locks: in this process first (cheap to wait for, cancellable),
     /// then across processes and replicas.
-    async fn lock(&mut self, task: &Task, request: &CreateRequest) -> Result<Locked, CreateError> {
+    async fn lock(&mut self, task: &Task, checked: &Checked) -> Result<Locked, CreateError> {
         let mut keys = task.keys.clone();
         keys.sort();
         keys.dedup();
@@ -304,7 +339,7 @@ impl<'a> Call<'a> {
                     }
                     _ = sleep_until_opt(self.deadline) => {
                         drop(local);
-                        return Ok(Locked::NotInTime(Box::new(self.not_in_time(task, request).await?)));
+                        return Ok(Locked::NotInTime(Box::new(self.not_in_time(task, checked).await?)));
                     }
                     _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
                         self.progress.heartbeat().await;
@@ -348,7 +383,7 @@ impl<'a> Call<'a> {
             Err(LockError::Busy) if self.deadline.is_some() => {
                 drop(local);
                 Ok(Locked::NotInTime(Box::new(
-                    self.not_in_time(task, request).await?,
+                    self.not_in_time(task, checked).await?,
                 )))
             }
             Err(LockError::Busy) => Err(CreateError::Busy {
@@ -572,10 +607,12 @@ impl<'a> Call<'a> {
     }
 
     /// Creates the task's workspace: the intent, the create, the id; then waits for it.
+    #[allow(clippy::too_many_arguments)]
     async fn create(
         &mut self,
         task: &Task,
         request: &CreateRequest,
+        checked: &Checked,
         records: &Records,
         name: NewName,
         replaces: Option<Replacing>,
@@ -583,31 +620,12 @@ impl<'a> Call<'a> {
     ) -> Result<CreateWorkspaceResult, CreateError> {
         let client = self.client;
         let template_id = request.template_id;
-        self.progress
-            .update(Phase::Preparing, "reading the template")
-            .await;
-        let template = match self.guard(client.template(template_id)).await? {
-            Ok(template) => template,
-            Err(err) if matches!(err.status(), Some(400 | 403 | 404)) => {
-                return Err(CreateError::InvalidArguments(format!(
-                    "template {template_id} not found ({err}); use list_templates to find a template id"
-                )));
-            }
-            Err(err) => return Err(CreateError::coder("could not read the template", err)),
-        };
-        let parameters = self
-            .guard(client.rich_parameters(template.active_version_id))
-            .await?
-            .map_err(|e| CreateError::coder("could not read the template's parameters", e))?;
-        let rich_parameter_values = validate_parameters(&request.parameters, &parameters)
-            .map_err(CreateError::InvalidArguments)?;
+        let template = &checked.template;
         let name = match name {
             NewName::Exactly(name) => name,
             NewName::Generated => generate_name(&template.name),
         };
-        let mut notes: Vec<String> = renamed(task, &name, replaces.as_ref())
-            .into_iter()
-            .collect();
+        let mut notes = creation_notes(task, &name, replaces.as_ref());
 
         // The intent first: if this process dies from here on, the next call looks the
         // name up in Coder instead of creating a second workspace.
@@ -642,7 +660,7 @@ impl<'a> Call<'a> {
             name: name.clone(),
             template_id: Some(template_id),
             template_version_id: None,
-            rich_parameter_values,
+            rich_parameter_values: checked.values.clone(),
         };
         let created_after = Utc::now() - chrono::Duration::seconds(60);
         // Not raced against cancellation: a create that Coder carried out must be
@@ -717,7 +735,9 @@ impl<'a> Call<'a> {
         let origin = if created {
             Origin::Created
         } else {
-            Origin::Existing { was_building: true }
+            Origin::Existing {
+                was_building: !ws.latest_build.job.status.is_terminal(),
+            }
         };
         let (ws, readiness, _) = self.wait_ready(ws).await?;
         let result = self.result(&ws, created, readiness, origin, notes);
@@ -729,7 +749,7 @@ impl<'a> Call<'a> {
     async fn not_in_time(
         &mut self,
         task: &Task,
-        request: &CreateRequest,
+        checked: &Checked,
     ) -> Result<CreateWorkspaceResult, CreateError> {
         let records = self.records(task, true).await?;
         let record = records.name.or(records.key);
@@ -753,7 +773,7 @@ impl<'a> Call<'a> {
         let pending = record
             .map(|b| b.workspace_name)
             .or_else(|| task.canonical.clone());
-        self.not_created_yet(request, pending).await
+        self.not_created_yet(&checked.template, pending).await
     }
 }
 
@@ -773,32 +793,45 @@ fn found(ws: Workspace, via: Via) -> Target {
     }
 }
 
-/// Why the workspace is not called what the model asked for, if it is not.
-fn renamed(task: &Task, name: &str, replaces: Option<&Replacing>) -> Option<String> {
-    let requested = task.requested.as_deref()?;
-    if requested == name {
-        return None;
-    }
-    if let Some(problem) = name_problem(requested)
+/// What the answer says about the name a new workspace got: a requested name that had to
+/// be repaired, and the unusable workspace it replaces.
+fn creation_notes(task: &Task, name: &str, replaces: Option<&Replacing>) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(requested) = task.requested.as_deref()
+        && let Some(problem) = name_problem(requested)
         && task.canonical.as_deref() == Some(name)
     {
-        return Some(format!(
+        notes.push(format!(
             "{requested:?} is not a valid Coder workspace name ({problem}); it was created as {name:?} (passing {requested:?} again finds it)"
         ));
     }
-    Some(match replaces {
-        Some(old) if old.holds_name => format!(
-            "the existing workspace {:?} could not be used ({}) and still holds its name, so a new one was created as {name:?}; calling with name {requested:?} finds the new one; delete {:?} in Coder to free the name",
-            old.name, old.why, old.name
-        ),
-        Some(old) => format!(
+    match replaces {
+        Some(old) if old.holds_name && old.name != name => {
+            let handle = task.canonical.as_deref().unwrap_or(name);
+            notes.push(format!(
+                "the existing workspace {:?} could not be used ({}) and still holds its name, so a new one was created as {name:?}; calling with name {handle:?} finds the new one; delete {:?} in Coder to free the name",
+                old.name, old.why, old.name
+            ));
+        }
+        Some(old) if old.name == name => notes.push(format!(
+            "the earlier workspace {name:?} could not be used ({}), so it was created again under its name",
+            old.why
+        )),
+        Some(old) => notes.push(format!(
             "the existing workspace {:?} could not be used ({}), so a new one was created as {name:?}",
             old.name, old.why
-        ),
-        None => format!(
-            "an earlier call for this task was already creating {name:?}, so that is the workspace's name"
-        ),
-    })
+        )),
+        None => {
+            if let Some(requested) = task.canonical.as_deref()
+                && requested != name
+            {
+                notes.push(format!(
+                    "an earlier call of this task was already creating {name:?}, so that is the workspace's name"
+                ));
+            }
+        }
+    }
+    notes
 }
 
 /// The error for a name Coder says is taken when the workspace cannot be loaded.

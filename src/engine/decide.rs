@@ -4,7 +4,7 @@
 //!
 //! The task's workspace is found by the requested name first (a name that names one of
 //! the caller's workspaces means *that* workspace, from any session, process or
-//! replica), then by the conversation's key (chat, session, stdio client):
+//! replica), then by the conversation's key (chat, session, stdio process):
 //!
 //! | the task's workspace | | action |
 //! |---|---|---|
@@ -37,7 +37,7 @@ use crate::coder::types::{
 pub enum Via {
     /// By the requested workspace name (or what the store says that name stands for).
     Name,
-    /// By the conversation's key (chat, session, stdio client).
+    /// By the conversation's key (chat, session, stdio process).
     Key,
 }
 

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | chat | `X-Coder-Chat-Id` | the store's retention |
 //! | session | the MCP session (Streamable HTTP or legacy SSE) | until the session ends |
-//! | stdio | the client process that launched this stdio server, or `--stdio-session` | the store's retention |
+//! | stdio | the stdio server's process, or the key given with `--stdio-session` | the process; with a key, the store's retention |
 //! | name | the requested workspace name | the store's retention; Coder's name uniqueness besides |
 //!
 //! All of them are per Coder user: a guessed or replayed key never reaches another
@@ -25,7 +25,7 @@ pub enum TaskKey {
     Chat(String),
     /// An MCP session: `transport` is `mcp` (Streamable HTTP) or `sse` (legacy).
     Session { transport: &'static str, id: String },
-    /// A stdio client: see [`crate::cli`] for how it is derived.
+    /// A stdio server: its process, or the key given with `--stdio-session`.
     Stdio(String),
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Coder stays the source of truth for workspaces. The store keeps only keys and ids:
 //! for each (Coder user, key) the workspace that belongs to it, where a key is a Coder
-//! chat id, an MCP session, a stdio client or a requested workspace name
+//! chat id, an MCP session, a stdio process (or its `--stdio-session` key) or a requested workspace name
 //! ([`crate::engine::keys`]). Before a create is sent to Coder the *intent* is written
 //! (the name it is sent with, no id yet), and the workspace id right after Coder
 //! answers, so a crash between the two is recovered by looking the intended name up in

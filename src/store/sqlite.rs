@@ -22,7 +22,7 @@ use super::migrations::{self, sql};
 use super::{Binding, LockError, StoreError, StoreLock, binding_from_row, key_hash};
 
 /// How many lock files there are (a power of two).
-const LOCK_STRIPES: u64 = 64;
+const LOCK_STRIPES: u64 = 256;
 
 pub(super) struct SqliteStore {
     pool: SqlitePool,

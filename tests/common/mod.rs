@@ -77,8 +77,8 @@ impl Env {
     }
 
     /// Spawns the server in stdio mode against the simulator, as alice, on this test's
-    /// store. Servers spawned by one test are launched by one process, so they share
-    /// their stdio conversation unless `--stdio-session` says otherwise.
+    /// store. Each process is a conversation of its own unless servers are given the same
+    /// `--stdio-session`.
     pub async fn server(&self, extra_args: &[&str]) -> Server {
         Server::spawn_with(
             &self.sim.url(),
@@ -278,6 +278,21 @@ impl Server {
         loop {
             let notified = self.recorder.notify.notified();
             if self.progress(token).len() >= count {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves once a progress notification for `token` says `needle`.
+    pub async fn wait_for_message(&self, token: &ProgressToken, needle: &str) {
+        loop {
+            let notified = self.recorder.notify.notified();
+            let said = self
+                .progress(token)
+                .iter()
+                .any(|p| p.message.as_deref().is_some_and(|m| m.contains(needle)));
+            if said {
                 return;
             }
             notified.await;
