@@ -610,10 +610,12 @@ async fn health_endpoints() {
             .await
             .unwrap();
         assert_eq!(ready.status(), 200);
-        assert_eq!(
-            ready.json::<serde_json::Value>().await.unwrap()["status"],
-            "ready"
-        );
+        let body = ready.json::<serde_json::Value>().await.unwrap();
+        assert_eq!(body["status"], "ready");
+        // The store is part of readiness (its failure is in tests/postgres.rs).
+        assert_eq!(body["store"]["status"], "ok", "{body}");
+        assert_eq!(body["store"]["kind"], "sqlite", "{body}");
+        assert!(!body.to_string().contains("store.db"), "no paths: {body}");
     }
     let probes = buildinfo() - 1;
     assert_eq!(

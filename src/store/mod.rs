@@ -169,9 +169,14 @@ impl Store {
         &self.describe
     }
 
-    /// Whether records outlive this process.
-    pub fn is_durable(&self) -> bool {
-        !matches!(self.backend, Backend::Memory(_))
+    /// `sqlite`, `postgres` or `memory`: what may be said about the store to anyone (the
+    /// unauthenticated `/readyz`), unlike its location.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     /// Serializes calls for `keys` of `user` across processes and replicas (the engine
