@@ -377,3 +377,38 @@ async fn an_unusable_store_is_a_clear_start_up_error() {
     }
     assert_eq!(env.workspaces().len(), 0);
 }
+
+/// The SQLite store fails at run time (here: its lock directory replaced by a file): the
+/// call is a tool error that says nothing was created and what to do, the server keeps
+/// serving, and once the store is usable again the call goes through.
+#[tokio::test]
+async fn a_store_failing_at_run_time_is_a_tool_error_and_creates_nothing() {
+    let env = Env::new().await;
+    structured(
+        &env.server(&[])
+            .await
+            .call("create_workspace", named(&env, "before"))
+            .await,
+    );
+    let server = env.server(&[]).await;
+    let locks = env.dir.path().join("store.db.locks");
+    std::fs::remove_dir_all(&locks).unwrap();
+    std::fs::write(&locks, "in the way").unwrap();
+
+    let error = error_text(&server.call("create_workspace", named(&env, "during")).await);
+    assert!(
+        error.contains(&format!("the workspace store (SQLite at {})", env.store()))
+            && error.contains("cannot open lock file")
+            && error.contains("Nothing was created")
+            && error.contains(
+                "call create_workspace again with the same arguments once the store is back"
+            ),
+        "{error}"
+    );
+    assert_eq!(creates(&env), 1);
+
+    std::fs::remove_file(&locks).unwrap();
+    let after = structured(&server.call("create_workspace", named(&env, "during")).await);
+    assert_eq!(after["created"], true);
+    assert_eq!(creates(&env), 2);
+}

@@ -123,14 +123,23 @@ impl SqliteStore {
             .into_iter()
             .map(|stripe| {
                 let path = self.locks.join(format!("{stripe:02x}"));
-                let file = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| {
-                        self.error(format!("cannot open lock file {}: {e}", path.display()))
-                    })?;
+                let open = || {
+                    OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&path)
+                };
+                // The directory may have been cleaned away (a tmp cleaner): made again.
+                let file = match open() {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        prepare_lock_dir(&self.locks).and_then(|()| open())
+                    }
+                    opened => opened,
+                }
+                .map_err(|e| {
+                    self.error(format!("cannot open lock file {}: {e}", path.display()))
+                })?;
                 Ok((path, file))
             })
             .collect()
