@@ -97,8 +97,7 @@ pub async fn connect(credentials: Credentials) -> anyhow::Result<Identity> {
 }
 
 /// Opens the store, with a start-up error that says what to do when it cannot be used.
-pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
-    let location = args.location().map_err(anyhow::Error::msg)?;
+pub async fn open_store(location: StoreLocation, args: &StoreArgs) -> anyhow::Result<Store> {
     let hint = match &location {
         StoreLocation::Sqlite(_) => {
             "pass --store <another file> (or set CODER_MCP_STORE), or make this one writable"
@@ -133,9 +132,11 @@ fn stdio_key(args: &StoreArgs) -> TaskKey {
 }
 
 async fn serve_stdio(cli: &Cli) -> anyhow::Result<()> {
+    // Every setting is checked before anything is contacted.
+    let location = cli.store.location().map_err(anyhow::Error::msg)?;
     let credentials = resolve_credentials(&cli.coder).map_err(anyhow::Error::msg)?;
     let identity = Arc::new(connect(credentials).await?);
-    let store = open_store(&cli.store).await?;
+    let store = open_store(location, &cli.store).await?;
     let engine = Arc::new(Engine::new(cli.timing.engine_config(), store));
     let key = stdio_key(&cli.store);
     tracing::debug!(key = %key.store_key(), "stdio conversation");
@@ -165,7 +166,8 @@ async fn serve_http(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
              to have each client send its own Coder token"
         );
     }
-    let store = open_store(&cli.store).await?;
+    let location = cli.store.location().map_err(anyhow::Error::msg)?;
+    let store = open_store(location, &cli.store).await?;
     let engine = Arc::new(Engine::new(cli.timing.engine_config(), store));
     let shared = if args.shared_identity {
         let credentials = resolve_credentials(&cli.coder).map_err(anyhow::Error::msg)?;

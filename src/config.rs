@@ -209,8 +209,15 @@ pub struct StoreArgs {
     /// coder-workspace-mcp/store.db under the OS state directory, e.g.
     /// ~/.local/state/coder-workspace-mcp/store.db), or postgres://user:password@host:5432/db
     /// for `serve` replicas sharing one database. `memory` keeps nothing (tests).
-    #[arg(long, env = "CODER_MCP_STORE", global = true, value_name = "PATH|URL", value_parser = parse_store, hide_env_values = true)]
-    pub store: Option<StoreLocation>,
+    // Parsed later, not by clap: clap would quote a bad value whole, password included.
+    #[arg(
+        long,
+        env = "CODER_MCP_STORE",
+        global = true,
+        value_name = "PATH|URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
     /// How long the store keeps a record that is not used (chat ids, names, stdio keys; a
     /// session's records go when the session ends).
     #[arg(long, global = true, default_value = "30d", value_parser = parse_duration, value_name = "DURATION")]
@@ -232,7 +239,7 @@ impl StoreArgs {
     /// The store location: `--store`, else the default SQLite file.
     pub fn location(&self) -> Result<StoreLocation, String> {
         match &self.store {
-            Some(location) => Ok(location.clone()),
+            Some(text) => StoreLocation::parse(text).map_err(|e| format!("--store/CODER_MCP_STORE: {e}")),
             None => default_sqlite_path().map(StoreLocation::Sqlite).ok_or_else(|| {
                 "no OS state directory to keep the store in: pass --store <file> (or a postgres:// URL)".to_owned()
             }),
@@ -245,10 +252,6 @@ impl StoreArgs {
             ..StoreOptions::default()
         }
     }
-}
-
-fn parse_store(text: &str) -> Result<StoreLocation, String> {
-    StoreLocation::parse(text)
 }
 
 /// Human durations: `90s`, `5m`, `1h 30m`, or `0`.

@@ -316,3 +316,34 @@ fn shared_identity_requires_an_auth_token() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--auth-token"), "{stderr}");
 }
+
+/// A bad store URL is a start-up error that never shows its password, from the flag and
+/// from the environment alike.
+#[test]
+fn a_bad_store_url_is_refused_without_its_password() {
+    let bad = "postgres://app:s3cret-pw@db.internal:notaport/mcp";
+    for (args, env) in [
+        (vec!["stdio", "--store", bad], vec![]),
+        (vec!["stdio"], vec![("CODER_MCP_STORE", bad)]),
+    ] {
+        let mut env = env;
+        env.push(("CODER_URL", "http://127.0.0.1:9"));
+        env.push(("CODER_SESSION_TOKEN", TOKEN));
+        let (code, stderr) = run(&args, &env);
+        assert_ne!(code, 0);
+        assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+    }
+    // The parse error itself names the flag (checked before Coder is contacted).
+    let (code, stderr) = run(
+        &["stdio", "--store", bad],
+        &[
+            ("CODER_SESSION_TOKEN", TOKEN),
+            ("CODER_URL", "http://127.0.0.1:9"),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("--store/CODER_MCP_STORE: invalid PostgreSQL URL"),
+        "{stderr}"
+    );
+}

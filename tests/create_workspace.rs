@@ -403,7 +403,8 @@ async fn a_workspace_with_an_explicit_name_whose_agent_is_gone_is_replaced_under
     let first = structured(&server.call("create_workspace", args.clone()).await);
     assert_eq!(first["workspace_name"], "dev-1");
     let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
-    env.sim.disconnect_agent(id);
+    // Gone for longer than the agent timeout (2 minutes): not coming back.
+    env.sim.agent_gone_since(id, Duration::from_secs(600));
     let second = structured(&server.call("create_workspace", args).await);
     assert_eq!(second["created"], true);
     assert_ne!(second["workspace_id"], first["workspace_id"]);
@@ -516,11 +517,38 @@ async fn a_workspace_whose_agent_is_gone_is_recreated() {
     let server = env.server(&[]).await;
     let first = structured(&server.call("create_workspace", env.create_args()).await);
     let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
-    env.sim.disconnect_agent(id);
+    env.sim.agent_gone_since(id, Duration::from_secs(600));
     let second = structured(&server.call("create_workspace", env.create_args()).await);
     assert_eq!(second["created"], true);
     assert_ne!(second["workspace_id"], first["workspace_id"]);
     assert_eq!(env.workspaces().len(), 2);
+}
+
+/// An agent that is away for a moment (a restart, a network blip) is not a reason for a
+/// second workspace: a call that arrives then waits for it to come back.
+#[tokio::test]
+async fn a_call_during_a_brief_agent_disconnect_waits_for_it_instead_of_replacing() {
+    let env = Env::new().await;
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let first = structured(&server.call("create_workspace", env.create_args()).await);
+    let id = first["workspace_id"].as_str().unwrap().parse().unwrap();
+    env.sim.disconnect_agent(id);
+    let call = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    server
+        .wait_for_message(&call.progress_token, "lost its connection")
+        .await;
+    env.sim.reconnect_agent(id);
+    let rmcp::model::ServerResult::CallToolResult(result) = call.await_response().await.unwrap()
+    else {
+        panic!()
+    };
+    let second = structured(&result);
+    assert_eq!(second["created"], false);
+    assert_eq!(second["status"], "already_exists");
+    assert_eq!(second["workspace_id"], first["workspace_id"]);
+    assert_eq!(env.workspaces().len(), 1);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 
 mod common;
 
+use coder_workspace_mcp::coder::types::WorkspaceStatus;
 use coder_workspace_mcp::sim::{BuildPlan, TemplateSpec};
 use common::http::HttpServer;
 use common::{Env, Server, TOKEN, error_text, structured};
@@ -411,4 +412,134 @@ async fn a_store_failing_at_run_time_is_a_tool_error_and_creates_nothing() {
     let after = structured(&server.call("create_workspace", named(&env, "during")).await);
     assert_eq!(after["created"], true);
     assert_eq!(creates(&env), 2);
+}
+
+/// The conversation has a workspace and the model passes a name that names nothing: the
+/// conversation keeps its workspace (with a note), and the name stays free, so another
+/// conversation that asks for it gets a workspace of that name.
+#[tokio::test]
+async fn a_free_name_in_a_conversation_that_has_a_workspace_stays_free() {
+    let env = Env::new().await;
+    let chat = env.server(&["--stdio-session", "chat"]).await;
+    let own = structured(&chat.call("create_workspace", env.create_args()).await);
+    let again = structured(
+        &chat
+            .call("create_workspace", named(&env, "add-tests"))
+            .await,
+    );
+    assert_eq!(again["workspace_id"], own["workspace_id"]);
+    let message = again["message"].as_str().unwrap();
+    assert!(
+        message.contains("so it was returned instead of creating \"add-tests\"")
+            && message.contains("stays free"),
+        "{message}"
+    );
+    let other = env.server(&["--stdio-session", "other"]).await;
+    let theirs = structured(
+        &other
+            .call("create_workspace", named(&env, "add-tests"))
+            .await,
+    );
+    assert_eq!(theirs["created"], true);
+    assert_eq!(theirs["workspace_name"], "add-tests");
+    assert_ne!(theirs["workspace_id"], own["workspace_id"]);
+    assert_eq!(env.workspaces().len(), 2);
+}
+
+/// After a replacement, the name leads to the replacement while the replaced workspace
+/// holds it; once a new workspace of that very name exists (the old one deleted, a new
+/// one made elsewhere), the name means that one.
+#[tokio::test]
+async fn a_name_means_the_replacement_until_a_new_workspace_takes_the_name() {
+    let env = Env::new().await;
+    env.sim
+        .set_build_plan(env.docker.id, BuildPlan::failing("terraform apply failed"));
+    let server = env.server(&[]).await;
+    error_text(&server.call("create_workspace", named(&env, "dev-1")).await);
+    env.sim.set_build_plan(env.docker.id, BuildPlan::default());
+    let replacement = structured(&server.call("create_workspace", named(&env, "dev-1")).await);
+    let replacement_name = replacement["workspace_name"].as_str().unwrap().to_owned();
+    assert!(replacement_name.starts_with("dev-1-"), "{replacement}");
+    let again = structured(&server.call("create_workspace", named(&env, "dev-1")).await);
+    assert_eq!(again["workspace_id"], replacement["workspace_id"]);
+
+    // The broken dev-1 is deleted, and a new dev-1 is made by a process that shares only
+    // Coder with this one.
+    let original = env
+        .workspaces()
+        .into_iter()
+        .find(|w| w.name == "dev-1")
+        .unwrap();
+    env.sim.delete_workspace(original.id);
+    env.sim
+        .wait_until(|v| {
+            v.workspace(original.id)
+                .is_some_and(|w| w.latest_build.status == WorkspaceStatus::Deleted)
+        })
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = Server::spawn_with(
+        &env.sim.url(),
+        TOKEN,
+        &[],
+        &[(
+            "CODER_MCP_STORE",
+            &dir.path().join("s.db").display().to_string(),
+        )],
+    )
+    .await;
+    let made_anew = structured(
+        &elsewhere
+            .call("create_workspace", named(&env, "dev-1"))
+            .await,
+    );
+    assert_eq!(made_anew["created"], true);
+    assert_eq!(made_anew["workspace_name"], "dev-1");
+
+    let other = env.server(&[]).await;
+    let now = structured(&other.call("create_workspace", named(&env, "Dev-1")).await);
+    assert_eq!(now["workspace_id"], made_anew["workspace_id"], "{now}");
+    assert_eq!(now["created"], false);
+}
+
+/// Two creates of one name race past Coder's check: Coder's second insert fails on its
+/// unique index with a 500 (not a 409). That is the name being taken: the loser gets
+/// the winner's workspace, and Coder's database error never reaches the model.
+#[tokio::test]
+async fn coders_500_on_a_same_name_race_is_a_taken_name_not_an_error() {
+    let env = Env::new().await;
+    env.sim.hold_creates_after_name_check();
+    let dir = tempfile::tempdir().unwrap();
+    let store_b = dir.path().join("b.db").display().to_string();
+    let a = env.server(&[]).await;
+    let b = Server::spawn_with(&env.sim.url(), TOKEN, &[], &[("CODER_MCP_STORE", &store_b)]).await;
+    let call_a = a.start_call("create_workspace", named(&env, "raced")).await;
+    let call_b = b.start_call("create_workspace", named(&env, "raced")).await;
+    env.sim
+        .wait_until(|v| v.creates_past_name_check() == 2)
+        .await;
+    env.sim.release_requests();
+    let (a, b) = (result(call_a).await, result(call_b).await);
+    assert_eq!(a["workspace_id"], b["workspace_id"], "{a}\n{b}");
+    assert_eq!(
+        [&a, &b].iter().filter(|r| r["created"] == true).count(),
+        1,
+        "{a}\n{b}"
+    );
+    for r in [&a, &b] {
+        let message = r["message"].as_str().unwrap();
+        assert!(
+            !message.contains("duplicate key") && !message.contains("500"),
+            "{r}"
+        );
+    }
+    let statuses: Vec<u16> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/api/v2/users/me/workspaces")
+        .map(|r| r.status)
+        .collect();
+    assert!(statuses.contains(&500), "the race was run: {statuses:?}");
+    assert_eq!(env.workspaces().len(), 1);
 }

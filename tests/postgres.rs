@@ -108,9 +108,10 @@ async fn two_replicas_make_one_workspace_per_chat_and_per_name() {
     assert_eq!(creates(&env), 2);
 }
 
-/// A replica dies (kill -9) while its call waits for a build; the client's next call
-/// lands on the other replica and gets the same workspace: by its chat id, and, for a
-/// plain MCP session (whose replica is gone with it), by the name the answer gave.
+/// A replica dies (kill -9) while its calls wait for a build (the calls still in
+/// flight); the client's next call lands on the other replica and gets the same
+/// workspace: by its chat id, and, for a plain MCP session (whose replica is gone with
+/// it), by the name the first answer gave.
 #[tokio::test]
 async fn a_replica_killed_mid_wait_leaves_the_workspace_to_the_other() {
     let Some((store, _server)) = database().await else {
@@ -118,45 +119,112 @@ async fn a_replica_killed_mid_wait_leaves_the_workspace_to_the_other() {
     };
     let env = Env::new().await;
     env.sim.set_build_plan(env.docker.id, BuildPlan::held());
-    let mut a = replica(&env, &store, &["--max-call-wait", "1s"]).await;
-    let b = replica(&env, &store, &["--max-call-wait", "1s"]).await;
+    let mut a = replica(&env, &store, &["--max-call-wait", "0"]).await;
+    let b = replica(&env, &store, &["--max-call-wait", "0"]).await;
 
     let chat = [("X-Coder-Chat-Id", "chat-2")];
     let on_a = Server::http(&a.mcp_url(), TOKEN, &chat).await.unwrap();
-    let waiting = on_a.start_call("create_workspace", env.create_args()).await;
-    on_a.wait_for_progress(&waiting.progress_token, 1).await;
-    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    let chat_call = on_a.start_call("create_workspace", env.create_args()).await;
     let session = Server::http(&a.mcp_url(), TOKEN, &[]).await.unwrap();
-    let building = structured(
-        &session
-            .call("create_workspace", named(&env, "my-task"))
-            .await,
-    );
-    assert_eq!(building["status"], "building");
+    let named_call = session
+        .start_call("create_workspace", named(&env, "my-task"))
+        .await;
+    env.sim.wait_until(|v| v.held_builds() == 2).await;
+    // Both calls follow their builds (their progress names them) when A dies.
+    on_a.wait_for_message(&chat_call.progress_token, "building")
+        .await;
+    session
+        .wait_for_message(&named_call.progress_token, "building my-task")
+        .await;
     a.kill().await;
 
     let on_b = Server::http(&b.mcp_url(), TOKEN, &chat).await.unwrap();
-    let chat_again = structured(&on_b.call("create_workspace", env.create_args()).await);
-    assert_eq!(chat_again["created"], false);
-    assert_eq!(chat_again["status"], "building");
+    let chat_again = on_b.start_call("create_workspace", env.create_args()).await;
     let new_session = Server::http(&b.mcp_url(), TOKEN, &[]).await.unwrap();
-    let name_again = structured(
-        &new_session
-            .call("create_workspace", named(&env, "my-task"))
-            .await,
-    );
-    assert_eq!(name_again["workspace_id"], building["workspace_id"]);
-
+    let name_again = new_session
+        .start_call("create_workspace", named(&env, "my-task"))
+        .await;
+    on_b.wait_for_message(&chat_again.progress_token, "building")
+        .await;
+    new_session
+        .wait_for_message(&name_again.progress_token, "building my-task")
+        .await;
     env.sim.release_builds();
-    let done = structured(&on_b.call("create_workspace", env.create_args()).await);
-    assert_eq!(done["status"], "already_exists");
-    assert_eq!(done["workspace_id"], chat_again["workspace_id"]);
+    let (chat_done, name_done) = (result(chat_again).await, result(name_again).await);
+    assert_eq!(chat_done["status"], "already_exists");
+    assert_eq!(name_done["status"], "already_exists");
+    assert_eq!(name_done["workspace_name"], "my-task");
+    assert_ne!(chat_done["workspace_id"], name_done["workspace_id"]);
     assert_eq!(
         env.workspaces().len(),
         2,
         "one for the chat, one for the name"
     );
     assert_eq!(creates(&env), 2);
+}
+
+/// A replica dies (kill -9) inside its critical section: Coder has made the workspace,
+/// its answer has not arrived, the id is not written. Its advisory lock dies with its
+/// connection; the other replica's call for the same chat then gets it, finds the
+/// intent the dead replica wrote, and adopts the workspace by its name: one create.
+#[tokio::test]
+async fn a_replica_killed_holding_the_lock_leaves_no_second_workspace() {
+    let Some((store, _server)) = database().await else {
+        return;
+    };
+    let env = Env::new().await;
+    let mut a = replica(&env, &store, &["--max-call-wait", "0"]).await;
+    let b = replica(&env, &store, &["--max-call-wait", "0"]).await;
+    env.sim
+        .hold_responses(http::Method::POST, "/users/me/workspaces");
+    let chat = [("X-Coder-Chat-Id", "chat-5")];
+    let on_a = Server::http(&a.mcp_url(), TOKEN, &chat).await.unwrap();
+    let _lost = on_a.start_call("create_workspace", env.create_args()).await;
+    env.sim.wait_until(|v| v.workspaces().len() == 1).await;
+    let on_b = Server::http(&b.mcp_url(), TOKEN, &chat).await.unwrap();
+    let waiting = on_b.start_call("create_workspace", env.create_args()).await;
+    on_b.wait_for_message(
+        &waiting.progress_token,
+        "waiting for another create_workspace call",
+    )
+    .await;
+    a.kill().await;
+    let found = result(waiting).await;
+    assert_eq!(found["created"], false, "{found}");
+    assert_eq!(found["workspace_id"], env.workspaces()[0].id.to_string());
+    assert_eq!(env.workspaces().len(), 1);
+    assert_eq!(creates(&env), 1, "the create was not sent again");
+}
+
+/// More calls in their critical sections at once than a replica has database
+/// connections: they queue for a lock slot instead of starving the pool, and all of them
+/// get their workspace.
+#[tokio::test]
+async fn more_concurrent_creates_than_connections_all_succeed() {
+    let Some((store, _server)) = database().await else {
+        return;
+    };
+    let env = Env::new().await;
+    let http = replica(&env, &store, &["--max-call-wait", "0"]).await;
+    // Creates held in Coder keep their calls inside the critical section.
+    env.sim
+        .hold_requests(http::Method::POST, "/users/me/workspaces");
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let (url, args) = (http.mcp_url(), named(&env, &format!("load-{i}")));
+            tokio::spawn(async move { common::http::stateless_create(&url, args).await })
+        })
+        .collect();
+    env.sim
+        .wait_until(|v| v.pending_requests("POST", "/users/me/workspaces") >= 10)
+        .await;
+    env.sim.release_requests();
+    for call in calls {
+        let out = call.await.unwrap();
+        assert!(out["workspace_id"].is_string(), "{out}");
+    }
+    assert_eq!(env.workspaces().len(), 40);
+    assert_eq!(creates(&env), 40);
 }
 
 /// PostgreSQL down when `serve` (or stdio) starts: a clear start-up error naming the

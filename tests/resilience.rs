@@ -394,8 +394,12 @@ async fn coder_failing_mid_session_is_an_actionable_error_and_the_session_carrie
         )) && error.contains("HTTP 503: database is restarting"),
         "{error}"
     );
+    // The way back names the workspace, so it works from any session.
     assert!(
-        error.contains("call create_workspace again with the same arguments"),
+        error.contains(&format!(
+            "call create_workspace again with name {:?}",
+            first["workspace_name"].as_str().unwrap()
+        )),
         "{error}"
     );
     let again = structured(&server.call("create_workspace", env.create_args()).await);

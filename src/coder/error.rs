@@ -30,6 +30,22 @@ impl CoderError {
         matches!(self.status(), Some(404 | 410))
     }
 
+    /// The workspace name is taken: 409, or the 500 Coder answers when two creates of
+    /// one name race past its check and the second insert hits the unique index
+    /// (`workspaces_owner_id_lower_idx`).
+    pub fn is_name_conflict(&self) -> bool {
+        match self {
+            Self::Api { status: 409, .. } => true,
+            Self::Api {
+                status: 500,
+                response,
+            } => [&response.message, &response.detail]
+                .iter()
+                .any(|text| text.contains("workspaces_owner_id_lower_idx")),
+            _ => false,
+        }
+    }
+
     /// Worth retrying an idempotent request: network failures, 429 and 5xx.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -179,6 +179,9 @@ pub struct Workspace {
     pub outdated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleting_at: Option<DateTime<Utc>>,
+    /// Set while the workspace is dormant: it cannot be used until it is activated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dormant_at: Option<DateTime<Utc>>,
     #[serde(default = "epoch")]
     pub created_at: DateTime<Utc>,
     #[serde(default = "epoch")]

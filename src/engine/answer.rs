@@ -2,6 +2,7 @@
 //! above all, for an answer that is not final, the way back to the same workspace.
 
 use super::create::Call;
+use super::decide::Found;
 use super::outcome::{AgentStatus, CallStatus, CreateError, CreateWorkspaceResult, StartupScripts};
 use super::progress::{Phase, truncate};
 use super::wait::{Readiness, describe_phase};
@@ -11,7 +12,7 @@ use crate::coder::types::{Template, Workspace};
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Origin {
     Created,
-    Existing { was_building: bool },
+    Existing(Found),
 }
 
 /// How many lines of the startup log a failed-scripts answer carries.
@@ -26,12 +27,13 @@ fn call_again(name: &str) -> String {
 
 impl Call<'_> {
     /// The `building` answer of a call whose time ran out while another call of its task
-    /// was still creating the workspace: there is no workspace to describe yet, only the
-    /// name it is being created under (when already chosen).
-    pub(super) async fn not_created_yet(
+    /// was at work on the task's workspace: creating it under `name` (`creating`), or
+    /// starting, returning or replacing `name`. There is no workspace to describe yet.
+    pub(super) async fn busy_answer(
         &mut self,
         template: &Template,
-        pending: Option<String>,
+        name: Option<String>,
+        creating: bool,
     ) -> Result<CreateWorkspaceResult, CreateError> {
         let client = self.client;
         let me = self
@@ -39,28 +41,29 @@ impl Call<'_> {
             .await?
             .map_err(|e| CreateError::coder("could not load the Coder user", e))?;
         let elapsed = self.started.elapsed().as_secs();
-        let (name, url, message) = match &pending {
-            Some(name) => (
-                name.clone(),
-                client.dashboard_url(&me.username, name),
-                format!(
-                    "another create_workspace call of this task is still creating workspace {name:?} (Coder has not confirmed it yet) after {elapsed} s; this is normal; {}.",
-                    call_again(name)
-                ),
-            ),
-            None => (
-                String::new(),
-                format!("{}/workspaces", client.base_url()),
-                format!(
-                    "another create_workspace call of this task is still creating its workspace (Coder has not confirmed it yet) after {elapsed} s; this is normal; call create_workspace again with the same arguments to keep waiting: it waits for that same workspace and never creates a second one."
-                ),
-            ),
+        let doing = match (&name, creating) {
+            (Some(name), true) => {
+                format!("is still creating workspace {name:?} (Coder has not confirmed it yet)")
+            }
+            (Some(name), false) => format!("is still at work on workspace {name:?}"),
+            (None, _) => "is still creating its workspace (Coder has not confirmed it yet)".into(),
+        };
+        let again = match &name {
+            Some(name) => call_again(name),
+            // Only a call with a key can wait for another: the same arguments lead back.
+            None => "call create_workspace again with the same arguments to keep waiting: it waits for that same workspace and never creates a second one".into(),
+        };
+        let url = match &name {
+            Some(name) => client.dashboard_url(&me.username, name),
+            None => format!("{}/workspaces", client.base_url()),
         };
         Ok(CreateWorkspaceResult {
             created: false,
-            workspace_name: name,
+            workspace_name: name.unwrap_or_default(),
             status: Some(CallStatus::Building),
-            message: Some(message),
+            message: Some(format!(
+                "another create_workspace call of this task {doing} after {elapsed} s; this is normal; {again}."
+            )),
             agent_status: None,
             agent_error: None,
             startup_scripts: None,
@@ -122,21 +125,21 @@ impl Call<'_> {
                 )
             }
             (_, Origin::Created) => format!("workspace {:?} created", ws.name),
-            (_, Origin::Existing { was_building: true }) => {
+            (_, Origin::Existing(found)) => {
                 result.status = Some(CallStatus::AlreadyExists);
-                format!(
-                    "workspace {:?} was already being built; the build completed",
-                    ws.name
-                )
-            }
-            (
-                _,
-                Origin::Existing {
-                    was_building: false,
-                },
-            ) => {
-                result.status = Some(CallStatus::AlreadyExists);
-                format!("workspace {:?} is already running and reachable", ws.name)
+                match found {
+                    Found::Building => format!(
+                        "workspace {:?} was already being built; the build completed",
+                        ws.name
+                    ),
+                    Found::Stopped => format!(
+                        "workspace {:?} had been stopped; it was started again instead of creating another",
+                        ws.name
+                    ),
+                    Found::Running => {
+                        format!("workspace {:?} is already running and reachable", ws.name)
+                    }
+                }
             }
         };
         match readiness {

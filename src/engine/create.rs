@@ -1,17 +1,14 @@
 //! `create_workspace`: one workspace per task, whatever the client does.
 //!
-//! A call finds its task's keys ([`super::keys`]), locks them (in this process, then
-//! across processes and replicas through the store), reads what the store has for
-//! them, asks Coder about that workspace ([`Call::resolve`]), and lets the pure
-//! [`decide`] say what to do: return, wait for, start, create or replace a workspace,
-//! or refuse. Creating writes the intent (the name) to the store before the create
-//! POST and the workspace id right after it. The lock is held only for that critical
-//! section; waiting for the build, the agent and the startup scripts ([`super::wait`])
-//! happens outside it, so concurrent calls for one task each follow the same workspace.
-//!
-//! A call whose `--max-call-wait` runs out while another call of its task holds the
-//! lock answers `building` (not an error), describing the workspace the store says is
-//! being made.
+//! A call checks its arguments, finds its task's keys ([`super::keys`]), locks them (in
+//! this process, then across processes and replicas through the store:
+//! [`super::lock`]), reads what the store has for them and asks Coder about that
+//! workspace ([`super::resolve`]), and lets the pure [`decide`] say what to do: return,
+//! wait for, start, create or replace a workspace, or refuse. Creating writes the intent
+//! (the name) to the store before the create POST and the workspace id right after it.
+//! The lock is held only for that critical section; waiting for the build, the agent and
+//! the startup scripts ([`super::wait`]) happens outside it, so concurrent calls for one
+//! task each follow the same workspace.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,16 +20,18 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::answer::Origin;
-use super::decide::{Action, Ask, NewName, Replacing, Target, Via, decide};
+use super::decide::{Action, Ask, Found, NewName, Replacing, ResumeNote, Target, decide};
 use super::keys::{Caller, KeyLocks, TaskKey, name_key};
+use super::lock::{Locked, TaskLock};
 use super::names::{canonical_name, generate_name, name_problem};
 use super::outcome::{CreateError, CreateWorkspaceResult};
 use super::params::{parameter_differences, validate_parameters};
 use super::progress::{Phase, ProgressSink, ProgressTracker};
+use super::resolve::Records;
 use super::wait::WaitClocks;
 use crate::coder::types::{CreateWorkspaceRequest, Template, Workspace, WorkspaceBuildParameter};
-use crate::coder::{CoderClient, CoderError, WatchConfig};
-use crate::store::{Binding, LockError, Replaced, Store, StoreLock};
+use crate::coder::{CoderClient, WatchConfig};
+use crate::store::{Binding, Replaced, Store};
 
 /// Timeouts and pacing of `create_workspace`.
 #[derive(Debug, Clone)]
@@ -46,7 +45,7 @@ pub struct EngineConfig {
     /// The longest one call waits before answering "still building" (`None`: until done).
     pub max_call_wait: Option<Duration>,
     /// Without `max_call_wait`: how long a call waits for another call of its task to
-    /// leave its critical section before giving up with an error.
+    /// leave its critical section (which takes a few Coder requests) before giving up.
     pub lock_wait: Duration,
     /// Progress is re-sent at least this often while waiting.
     pub heartbeat: Duration,
@@ -60,7 +59,7 @@ impl Default for EngineConfig {
             agent_timeout: Duration::from_secs(120),
             startup_timeout: Duration::from_secs(600),
             max_call_wait: Some(Duration::from_secs(45)),
-            lock_wait: Duration::from_secs(300),
+            lock_wait: Duration::from_secs(60),
             heartbeat: Duration::from_secs(5),
             watch: WatchConfig::default(),
         }
@@ -78,8 +77,8 @@ pub struct CreateRequest {
 /// Creates workspaces, at most one per task.
 pub struct Engine {
     pub(super) config: EngineConfig,
-    store: Store,
-    locks: KeyLocks,
+    pub(super) store: Store,
+    pub(super) locks: KeyLocks,
     pub(super) clocks: WaitClocks,
 }
 
@@ -97,11 +96,11 @@ impl Engine {
         &self.store
     }
 
-    /// Forgets a conversation that ended (an MCP session): its calls are over, and its
-    /// key never comes back. Chat ids and names are kept for the store's retention.
+    /// Forgets a conversation that ended (an MCP session, a stdio process): its key
+    /// never comes back. Chat ids and names are kept for the store's retention.
     pub async fn forget(&self, user: Uuid, key: &TaskKey) {
         if let Err(err) = self.store.remove(user, &key.store_key()).await {
-            tracing::warn!(error = %err, "could not forget an ended session");
+            tracing::warn!(error = %err, "could not forget an ended conversation");
         }
     }
 
@@ -127,39 +126,34 @@ impl Engine {
         // Bad arguments are an error whatever the task's state (a call that would return
         // an existing workspace included), before anything else is looked at.
         let checked = call.check(&request).await?;
-        let guard = match call.lock(&task, &checked).await? {
-            Locked::Yes(guard) => guard,
+        let mut lock = match call.lock(&task, &checked).await? {
+            Locked::Yes(lock) => lock,
             Locked::NotInTime(result) => return Ok(*result),
         };
-        let records = call.records(&task, true).await?;
+        let records = call.records(&task, &mut lock).await?;
         let target = call.resolve(&task, &records).await?;
         let ask = Ask {
             template_id: request.template_id,
             name: task.canonical.as_deref(),
+            now: Utc::now(),
+            agent_timeout: self.config.agent_timeout,
         };
         match decide(&target, ask) {
-            Action::Refuse(text) => Err(CreateError::InvalidArguments(text)),
-            Action::Resume {
-                was_building,
-                other_template,
-            } => {
+            Action::Refuse(text) => {
+                lock.release().await;
+                Err(CreateError::InvalidArguments(text))
+            }
+            Action::Resume { state, note } => {
                 let Target::Found { workspace, via } = target else {
                     unreachable!("decide resumes only a found workspace");
                 };
-                call.bind(&task, &records, &workspace).await?;
-                drop(guard);
-                call.resume(
-                    &task,
-                    &request,
-                    *workspace,
-                    via,
-                    was_building,
-                    other_template,
-                )
-                .await
+                call.bind(&task, &records, &workspace, via, &mut lock)
+                    .await?;
+                lock.release().await;
+                call.resume(&task, &checked, *workspace, state, note).await
             }
             Action::Create { name, replaces } => {
-                call.create(&task, &request, &checked, &records, name, replaces, guard)
+                call.create(&task, &checked, &records, name, replaces, lock)
                     .await
             }
         }
@@ -167,14 +161,14 @@ impl Engine {
 }
 
 /// The keys of one call's task.
-struct Task {
-    user: Uuid,
-    key: Option<TaskKey>,
+pub(super) struct Task {
+    pub user: Uuid,
+    pub key: Option<TaskKey>,
     /// The store keys: the conversation's, then the name's.
-    keys: Vec<String>,
+    pub keys: Vec<String>,
     /// The name as the model sent it (trimmed), and the workspace name it stands for.
-    requested: Option<String>,
-    canonical: Option<String>,
+    pub requested: Option<String>,
+    pub canonical: Option<String>,
 }
 
 impl Task {
@@ -201,34 +195,22 @@ impl Task {
         }
     }
 
-    fn key_record(&self) -> Option<String> {
+    /// The conversation's store key.
+    pub fn key_record(&self) -> Option<String> {
         self.key.as_ref().map(TaskKey::store_key)
+    }
+
+    /// How answers refer to the conversation.
+    fn whose(&self) -> &'static str {
+        self.key.as_ref().map_or("this task", TaskKey::describe)
     }
 }
 
 /// A request checked against its template.
-struct Checked {
-    template: Template,
+pub(super) struct Checked {
+    pub template: Template,
     /// The parameter values, as Coder's `rich_parameter_values`.
-    values: Vec<WorkspaceBuildParameter>,
-}
-
-/// What the store has for a task's keys.
-#[derive(Default)]
-struct Records {
-    key: Option<Binding>,
-    name: Option<Binding>,
-}
-
-/// The locks of a task's critical section (in-process, then the store's).
-struct TaskLock {
-    _local: Vec<tokio::sync::OwnedMutexGuard<()>>,
-    _store: StoreLock,
-}
-
-enum Locked {
-    Yes(TaskLock),
-    NotInTime(Box<CreateWorkspaceResult>),
+    pub values: Vec<WorkspaceBuildParameter>,
 }
 
 /// One `create_workspace` call.
@@ -241,7 +223,7 @@ pub(super) struct Call<'a> {
     pub(super) progress: ProgressTracker<'a>,
 }
 
-impl<'a> Call<'a> {
+impl Call<'_> {
     /// Runs `fut` unless the call is cancelled first, keeping progress flowing meanwhile
     /// (a slow Coder answer, with its retries, must not look like a dead call).
     pub(super) async fn guard<T>(
@@ -300,287 +282,42 @@ impl<'a> Call<'a> {
         Ok(Checked { template, values })
     }
 
-    fn store(&self) -> &'a Store {
-        &self.engine.store
-    }
-
-    /// Takes the task's locks: in this process first (cheap to wait for, cancellable),
-    /// then across processes and replicas.
-    async fn lock(&mut self, task: &Task, checked: &Checked) -> Result<Locked, CreateError> {
-        let mut keys = task.keys.clone();
-        keys.sort();
-        keys.dedup();
-        let mut local = Vec::with_capacity(keys.len());
-        let mut announced = false;
-        for key in &keys {
-            let acquire = self.engine.locks.get(task.user, key).lock_owned();
-            tokio::pin!(acquire);
-            // Uncontended: no progress noise.
-            if let Some(held) = futures::FutureExt::now_or_never(&mut acquire) {
-                local.push(held);
-                continue;
-            }
-            if !announced {
-                announced = true;
-                self.progress
-                    .update(
-                        Phase::WaitingForTask,
-                        "waiting for another create_workspace call of this task to finish",
-                    )
-                    .await;
-            }
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => return Err(CreateError::Cancelled),
-                    held = &mut acquire => {
-                        local.push(held);
-                        break;
-                    }
-                    _ = sleep_until_opt(self.deadline) => {
-                        drop(local);
-                        return Ok(Locked::NotInTime(Box::new(self.not_in_time(task, checked).await?)));
-                    }
-                    _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
-                        self.progress.heartbeat().await;
-                    }
-                }
-            }
-        }
-        if keys.is_empty() {
-            // Nothing ties this call to any other (a stateless call without a name).
-            return Ok(Locked::Yes(TaskLock {
-                _local: local,
-                _store: StoreLock::None,
-            }));
-        }
-        let wait = match self.deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-            None => self.engine.config.lock_wait,
-        };
-        let store = self.store();
-        let held = match self.guard(store.try_lock(task.user, &keys)).await? {
-            Ok(Some(held)) => Ok(held),
-            Ok(None) => {
-                // Another process or replica is in this task's critical section.
-                if !announced {
-                    self.progress
-                        .update(
-                            Phase::WaitingForTask,
-                            "waiting for another create_workspace call of this task to finish",
-                        )
-                        .await;
-                }
-                self.guard(store.lock(task.user, &keys, wait)).await?
-            }
-            Err(err) => Err(LockError::Store(err)),
-        };
-        match held {
-            Ok(held) => Ok(Locked::Yes(TaskLock {
-                _local: local,
-                _store: held,
-            })),
-            Err(LockError::Busy) if self.deadline.is_some() => {
-                drop(local);
-                Ok(Locked::NotInTime(Box::new(
-                    self.not_in_time(task, checked).await?,
-                )))
-            }
-            Err(LockError::Busy) => Err(CreateError::Busy {
-                waited: humantime::format_duration(wait).to_string(),
-            }),
-            Err(LockError::Store(err)) => Err(CreateError::store(err, true)),
-        }
-    }
-
-    /// The task's records. `nothing_created`: whether a failure here means the call made
-    /// nothing (it does, before the intent is written).
-    async fn records(
-        &mut self,
-        task: &Task,
-        nothing_created: bool,
-    ) -> Result<Records, CreateError> {
-        let store = self.store();
-        let mut records = Records::default();
-        if let Some(key) = task.key_record() {
-            records.key = self
-                .guard(store.get(task.user, &key))
-                .await?
-                .map_err(|e| CreateError::store(e, nothing_created))?;
-        }
-        if let Some(name) = &task.canonical {
-            records.name = self
-                .guard(store.get(task.user, &name_key(name)))
-                .await?
-                .map_err(|e| CreateError::store(e, nothing_created))?;
-        }
-        Ok(records)
-    }
-
-    /// The task's workspace as Coder reports it: the one the requested name stands for,
-    /// else the conversation's.
-    async fn resolve(&mut self, task: &Task, records: &Records) -> Result<Target, CreateError> {
-        let mut intent = None;
-        if let Some(name) = &task.canonical {
-            if let Some(record) = &records.name {
-                match self.recorded(record).await? {
-                    Recorded::Found(ws) => return Ok(found(*ws, Via::Name)),
-                    Recorded::Intent(intended) => intent = Some(intended),
-                    Recorded::Gone => {}
-                }
-            }
-            if let Some(ws) = self.by_name(name).await? {
-                return Ok(found(ws, Via::Name));
-            }
-        }
-        if let Some(record) = &records.key {
-            return Ok(match self.recorded(record).await? {
-                Recorded::Found(ws) => found(*ws, Via::Key),
-                Recorded::Intent(name) => Target::Intent { name },
-                Recorded::Gone => Target::Gone {
-                    name: record.workspace_name.clone(),
-                },
-            });
-        }
-        Ok(match intent {
-            Some(name) => Target::Intent { name },
-            None => Target::Nothing,
-        })
-    }
-
-    /// What became of a recorded workspace (or intent).
-    async fn recorded(&mut self, record: &Binding) -> Result<Recorded, CreateError> {
-        let Some(id) = record.workspace_id else {
-            // Only the intent: the create may or may not have reached Coder.
-            return Ok(match self.by_name(&record.workspace_name).await? {
-                Some(ws) => Recorded::Found(Box::new(ws)),
-                None => Recorded::Intent(record.workspace_name.clone()),
-            });
-        };
-        let client = self.client;
-        match self.guard(client.workspace(id)).await? {
-            Ok(ws) => Ok(Recorded::Found(Box::new(ws))),
-            Err(err) if err.is_not_found() => Ok(Recorded::Gone),
-            Err(err) => Err(CreateError::coder(
-                format!("could not load workspace {:?}", record.workspace_name),
-                err,
-            )),
-        }
-    }
-
-    /// The caller's workspace called `name`, if any.
-    async fn by_name(&mut self, name: &str) -> Result<Option<Workspace>, CreateError> {
-        if name_problem(name).is_some() {
-            return Ok(None);
-        }
-        let client = self.client;
-        match self.guard(client.workspace_by_name(name)).await? {
-            Ok(ws) => Ok(Some(ws)),
-            Err(err) if err.is_not_found() => Ok(None),
-            Err(err) => Err(CreateError::coder(
-                format!("could not look up workspace {name:?}"),
-                err,
-            )),
-        }
-    }
-
-    /// Records that the task's keys mean `ws` (unless they already do).
-    async fn bind(
-        &mut self,
-        task: &Task,
-        records: &Records,
-        ws: &Workspace,
-    ) -> Result<(), CreateError> {
-        let current = |record: &Option<Binding>| {
-            record
-                .as_ref()
-                .is_some_and(|b| b.workspace_id == Some(ws.id) && b.workspace_name == ws.name)
-        };
-        let up_to_date = (task.key.is_none() || current(&records.key))
-            && (task.canonical.is_none() || current(&records.name));
-        if up_to_date {
-            return Ok(());
-        }
-        let replaced = [&records.key, &records.name]
-            .into_iter()
-            .flatten()
-            .find(|b| b.workspace_id == Some(ws.id))
-            .and_then(|b| b.replaced.clone());
-        let binding = Binding {
-            template_id: ws.template_id,
-            workspace_name: ws.name.clone(),
-            workspace_id: Some(ws.id),
-            replaced,
-        };
-        let store = self.store();
-        // Nothing was created, but a conversation that adopts a workspace it cannot
-        // record would not find it again: better to say so now.
-        self.guard(store.put(task.user, &task.keys, &binding))
-            .await?
-            .map_err(|e| CreateError::store(e, true))
-    }
-
-    /// Puts the records back as they were before an intent whose create Coder refused,
-    /// so the next call does not insist on the refused name.
-    async fn restore(&mut self, task: &Task, records: &Records) {
-        let store = self.store();
-        let mut writes = Vec::new();
-        if let Some(key) = task.key_record() {
-            writes.push((key, records.key.clone()));
-        }
-        if let Some(name) = &task.canonical {
-            writes.push((name_key(name), records.name.clone()));
-        }
-        for (key, record) in writes {
-            let restored = match &record {
-                Some(binding) => {
-                    store
-                        .put(task.user, std::slice::from_ref(&key), binding)
-                        .await
-                }
-                None => store.remove(task.user, &key).await,
-            };
-            if let Err(err) = restored {
-                tracing::warn!(error = %err, "could not put back the records of a refused create");
-            }
-        }
-    }
-
     /// Follows an existing workspace of the task until it is ready (starting it if it
     /// was stopped).
     async fn resume(
         &mut self,
         task: &Task,
-        request: &CreateRequest,
+        checked: &Checked,
         ws: Workspace,
-        via: Via,
-        was_building: bool,
-        other_template: bool,
+        state: Found,
+        note: Option<ResumeNote>,
     ) -> Result<CreateWorkspaceResult, CreateError> {
         let mut notes = Vec::new();
-        let whose = task.key.as_ref().map_or("this task", TaskKey::describe);
-        if other_template {
-            notes.push(format!(
-                "{whose} already has workspace {:?} (from template {:?}), so it was returned instead of creating one from template {}",
-                ws.name, ws.template_name, request.template_id
-            ));
-        } else if via == Via::Key
-            && let Some(requested) = &task.canonical
-        {
-            // Nothing is called `requested`: the conversation's workspace stands.
-            notes.push(format!(
-                "{whose} already has workspace {:?}, so it was returned instead of creating {requested:?}",
-                ws.name
-            ));
+        match note {
+            Some(ResumeNote::OtherTemplate) => notes.push(format!(
+                "{} already has workspace {:?} (from template {:?}), so it was returned instead of creating one from template {:?}",
+                task.whose(),
+                ws.name,
+                ws.template_name,
+                checked.template.name
+            )),
+            Some(ResumeNote::NameIsFree) => notes.push(format!(
+                "{} already has workspace {:?}, so it was returned instead of creating {:?}; the name {:?} stays free",
+                task.whose(),
+                ws.name,
+                task.canonical.as_deref().unwrap_or_default(),
+                task.canonical.as_deref().unwrap_or_default(),
+            )),
+            None => {}
         }
-        if !other_template && !request.parameters.is_empty() {
+        if note != Some(ResumeNote::OtherTemplate) && !checked.values.is_empty() {
             let client = self.client;
             match self
                 .guard(client.build_parameters(ws.latest_build.id))
                 .await?
             {
                 Ok(actual) => {
-                    let differences = parameter_differences(&request.parameters, &actual);
+                    let differences = parameter_differences(&checked.values, &actual);
                     if !differences.is_empty() {
                         notes.push(format!(
                             "it already existed with other parameter values than requested ({}); it was returned as it is, its parameters unchanged",
@@ -593,33 +330,29 @@ impl<'a> Call<'a> {
                 }
             }
         }
-        let origin = Origin::Existing { was_building };
         let (ws, readiness, restarted) = self.wait_ready(ws).await?;
-        if restarted {
+        if restarted && state != Found::Stopped {
             notes.insert(
                 0,
-                "the workspace had been stopped; it was started again instead of creating another"
+                "it was stopped meanwhile; it was started again instead of creating another"
                     .to_owned(),
             );
         }
-        let result = self.result(&ws, false, readiness, origin, notes);
+        let result = self.result(&ws, false, readiness, Origin::Existing(state), notes);
         self.with_startup_log(result, &ws).await
     }
 
     /// Creates the task's workspace: the intent, the create, the id; then waits for it.
-    #[allow(clippy::too_many_arguments)]
     async fn create(
         &mut self,
         task: &Task,
-        request: &CreateRequest,
         checked: &Checked,
         records: &Records,
         name: NewName,
         replaces: Option<Replacing>,
-        guard: TaskLock,
+        mut lock: TaskLock,
     ) -> Result<CreateWorkspaceResult, CreateError> {
         let client = self.client;
-        let template_id = request.template_id;
         let template = &checked.template;
         let name = match name {
             NewName::Exactly(name) => name,
@@ -630,7 +363,7 @@ impl<'a> Call<'a> {
         // The intent first: if this process dies from here on, the next call looks the
         // name up in Coder instead of creating a second workspace.
         let intent = Binding {
-            template_id,
+            template_id: template.id,
             workspace_name: name.clone(),
             workspace_id: None,
             replaced: replaces.as_ref().and_then(|r| {
@@ -640,10 +373,10 @@ impl<'a> Call<'a> {
                 })
             }),
         };
-        let store = self.store();
-        self.guard(store.put(task.user, &task.keys, &intent))
+        let store = &self.engine.store;
+        self.guard(store.put(lock.store(), task.user, &task.keys, &intent))
             .await?
-            .map_err(|e| CreateError::store(e, true))?;
+            .map_err(CreateError::Store)?;
 
         let shown = if template.display_name.is_empty() {
             &template.name
@@ -658,57 +391,74 @@ impl<'a> Call<'a> {
             .await;
         let body = CreateWorkspaceRequest {
             name: name.clone(),
-            template_id: Some(template_id),
+            template_id: Some(template.id),
             template_version_id: None,
             rich_parameter_values: checked.values.clone(),
         };
-        let created_after = Utc::now() - chrono::Duration::seconds(60);
         // Not raced against cancellation: a create that Coder carried out must be
         // recorded, or the next call would have to find it by its name.
         let (ws, created) = match self.shielded(client.create_workspace(&body)).await {
             Ok(ws) => (ws, true),
-            Err(err) if err.is_transient() => {
-                // The create may have gone through before the failure: look before leaping.
-                match self.shielded(client.workspace_by_name(&name)).await {
-                    Ok(ws) if ws.template_id == template_id && ws.created_at >= created_after => {
-                        tracing::info!(workspace = %name, error = %err, "the create failed in transit but the workspace exists; adopting it");
-                        (ws, true)
-                    }
-                    // The intent stays: the next call looks the name up again.
-                    _ => return Err(CreateError::coder("creating the workspace failed", err)),
-                }
-            }
-            Err(err) if err.status() == Some(409) => {
+            Err(err) if err.is_name_conflict() => {
                 // The name is taken: another process or replica created this task's
                 // workspace a moment ago, or it was there all along. It is *that*
                 // workspace (Coder's text is not for the model).
                 match self.shielded(client.workspace_by_name(&name)).await {
-                    Ok(ws) if ws.template_id == template_id => {
+                    Ok(ws) if ws.template_id == template.id => {
                         tracing::info!(workspace = %name, "the name was taken meanwhile; adopting that workspace");
                         notes.clear();
                         (ws, false)
                     }
-                    Ok(ws) => {
-                        self.restore(task, records).await;
-                        let target = found(ws, Via::Name);
-                        let ask = Ask {
-                            template_id,
-                            name: Some(&name),
-                        };
-                        return Err(match decide(&target, ask) {
-                            Action::Refuse(text) => CreateError::InvalidArguments(text),
-                            _ => name_taken(&name, &err),
+                    found => {
+                        self.restore(task, records, &mut lock).await;
+                        lock.release().await;
+                        return Err(match found {
+                            Ok(ws) => {
+                                let target = Target::Found {
+                                    workspace: Box::new(ws),
+                                    via: super::decide::Via::Name,
+                                };
+                                let ask = Ask {
+                                    template_id: template.id,
+                                    name: Some(&name),
+                                    now: Utc::now(),
+                                    agent_timeout: self.engine.config.agent_timeout,
+                                };
+                                match decide(&target, ask) {
+                                    Action::Refuse(text) => CreateError::InvalidArguments(text),
+                                    _ => CreateError::NameTaken { name, lookup: None },
+                                }
+                            }
+                            Err(lookup) => CreateError::NameTaken {
+                                name,
+                                lookup: Some(Box::new(lookup)),
+                            },
                         });
                     }
-                    Err(_) => {
-                        self.restore(task, records).await;
-                        return Err(name_taken(&name, &err));
+                }
+            }
+            Err(err) if err.is_transient() => {
+                // The create may have gone through before the failure: look before leaping.
+                match self.shielded(client.workspace_by_name(&name)).await {
+                    Ok(ws) if ws.template_id == template.id => {
+                        tracing::info!(workspace = %name, error = %err, "the create failed in transit but the workspace exists; adopting it");
+                        (ws, true)
+                    }
+                    // The intent stays: the next call looks the name up again.
+                    _ => {
+                        return Err(CreateError::coder_on(
+                            "creating the workspace failed",
+                            err,
+                            &name,
+                        ));
                     }
                 }
             }
             Err(err) => {
-                // Coder refused for good: nothing was created.
-                self.restore(task, records).await;
+                // Coder refused for good: nothing was created, so the refused name must
+                // not be insisted on by the next call.
+                self.restore(task, records, &mut lock).await;
+                lock.release().await;
                 return Err(CreateError::coder(
                     "Coder refused to create the workspace",
                     err,
@@ -722,74 +472,24 @@ impl<'a> Call<'a> {
             ..intent
         };
         if let Err(err) = self
-            .shielded(store.put(task.user, &task.keys, &binding))
+            .shielded(store.put(lock.store(), task.user, &task.keys, &binding))
             .await
         {
             // The intent is recorded: the next call finds the workspace by its name.
             tracing::warn!(error = %err, workspace = %ws.name, "could not record the workspace id; the recorded intent still leads to it");
         }
-        drop(guard);
+        lock.release().await;
         if self.cancel.is_cancelled() {
             return Err(CreateError::Cancelled);
         }
         let origin = if created {
             Origin::Created
         } else {
-            Origin::Existing {
-                was_building: !ws.latest_build.job.status.is_terminal(),
-            }
+            Origin::Existing(super::decide::found_state(&ws))
         };
         let (ws, readiness, _) = self.wait_ready(ws).await?;
         let result = self.result(&ws, created, readiness, origin, notes);
         self.with_startup_log(result, &ws).await
-    }
-
-    /// The `building` answer of a call whose time ran out while another call of its task
-    /// held the lock: what the store says that call is making.
-    async fn not_in_time(
-        &mut self,
-        task: &Task,
-        checked: &Checked,
-    ) -> Result<CreateWorkspaceResult, CreateError> {
-        let records = self.records(task, true).await?;
-        let record = records.name.or(records.key);
-        if let Some(binding) = &record
-            && let Some(id) = binding.workspace_id
-        {
-            let client = self.client;
-            let ws = self
-                .guard(client.workspace(id))
-                .await?
-                .map_err(|e| CreateError::coder("could not load the task's workspace", e))?;
-            let phase = super::wait::phase_of(&ws);
-            return Ok(self.result(
-                &ws,
-                false,
-                super::wait::Readiness::StillWaiting(phase),
-                Origin::Existing { was_building: true },
-                Vec::new(),
-            ));
-        }
-        let pending = record
-            .map(|b| b.workspace_name)
-            .or_else(|| task.canonical.clone());
-        self.not_created_yet(&checked.template, pending).await
-    }
-}
-
-/// What became of a recorded workspace.
-enum Recorded {
-    Found(Box<Workspace>),
-    /// Only the intent, and Coder has no workspace of its name.
-    Intent(String),
-    /// Deleted.
-    Gone,
-}
-
-fn found(ws: Workspace, via: Via) -> Target {
-    Target::Found {
-        workspace: Box::new(ws),
-        via,
     }
 }
 
@@ -832,14 +532,6 @@ fn creation_notes(task: &Task, name: &str, replaces: Option<&Replacing>) -> Vec<
         }
     }
     notes
-}
-
-/// The error for a name Coder says is taken when the workspace cannot be loaded.
-fn name_taken(name: &str, err: &CoderError) -> CreateError {
-    tracing::info!(error = %err, workspace = %name, "create refused: the name is taken");
-    CreateError::InvalidArguments(format!(
-        "the workspace name {name:?} is already taken in Coder by a workspace this user cannot use; pass another name"
-    ))
 }
 
 pub(super) async fn sleep_until_opt(at: Option<Instant>) {

@@ -49,9 +49,10 @@ impl TaskKey {
     }
 }
 
-/// The store key of a requested workspace name (already canonical).
+/// The store key of a requested workspace name (already canonical). Coder's names are
+/// unique regardless of case, so the key is too.
 pub fn name_key(name: &str) -> String {
-    format!("name:{name}")
+    format!("name:{}", name.to_ascii_lowercase())
 }
 
 /// Who is calling, and in which conversation (`None`: a stateless request with no chat

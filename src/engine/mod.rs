@@ -5,10 +5,12 @@ mod answer;
 pub mod create;
 pub mod decide;
 pub mod keys;
+mod lock;
 pub mod names;
 pub mod outcome;
 pub mod params;
 pub mod progress;
+mod resolve;
 mod wait;
 
 pub use create::{CreateRequest, Engine, EngineConfig};

@@ -97,12 +97,21 @@ pub enum CreateError {
     /// The arguments were wrong; nothing was created.
     #[error("{0}")]
     InvalidArguments(String),
-    /// A Coder call failed.
-    #[error("{context}: {source}{}", retry_hint(source))]
+    /// A Coder call failed. `workspace`: the task's workspace (or the name it was being
+    /// created under) when there is one, so the answer can name the way back to it.
+    #[error("{context}: {source}{}", retry_hint(source, workspace.as_deref()))]
     Coder {
         context: String,
         #[source]
-        source: CoderError,
+        source: Box<CoderError>,
+        workspace: Option<String>,
+    },
+    /// Coder says the name is taken, and the workspace that has it cannot be used.
+    #[error("{}", name_taken(name, lookup.as_deref()))]
+    NameTaken {
+        name: String,
+        /// Why the workspace of that name could not be loaded, when that failed.
+        lookup: Option<Box<CoderError>>,
     },
     /// The build job failed; the text is Coder's job error.
     #[error(
@@ -133,14 +142,13 @@ pub enum CreateError {
     Deleted { workspace_name: String },
     #[error("the call was cancelled")]
     Cancelled,
-    /// The store that keeps one workspace per task failed.
-    #[error("{source}. {}", store_advice(*nothing_created))]
-    Store {
-        #[source]
-        source: StoreError,
-        /// The failure came before anything was sent to Coder.
-        nothing_created: bool,
-    },
+    /// The store that keeps one workspace per task failed (before anything was sent to
+    /// Coder: a failure to record a workspace that was made is only logged, since the
+    /// intent recorded before it leads the next call to it).
+    #[error(
+        "{0}. Nothing was created. This server keeps which workspace belongs to which task (chat, session or name) there, so it cannot go on without it: call create_workspace again with the same arguments once the store is back; if this persists, the server's operator must check it"
+    )]
+    Store(#[source] StoreError),
     /// Another call of the same task held its lock for too long.
     #[error(
         "another create_workspace call of this task has been working on its workspace for {waited} and is not done; call create_workspace again with the same arguments later: that is safe, it never creates a second workspace"
@@ -148,36 +156,48 @@ pub enum CreateError {
     Busy { waited: String },
 }
 
-fn store_advice(nothing_created: bool) -> &'static str {
-    if nothing_created {
-        "Nothing was created. This server keeps which workspace belongs to which task (chat, session or name) there, so it cannot go on without it: call create_workspace again with the same arguments once the store is back; if this persists, the server's operator must check it"
-    } else {
-        "The workspace may have been created; calling create_workspace again with the same arguments once the store is back finds it (it is looked up by its name) and never creates a second one"
+/// What a model can do about a Coder failure that is likely to pass (5xx, 429, Coder
+/// unreachable). With a workspace (made, or being made under that name), the name is
+/// the way back from anywhere; without one, nothing was made yet.
+fn retry_hint(source: &CoderError, workspace: Option<&str>) -> String {
+    if !source.is_transient() {
+        return String::new();
+    }
+    match workspace {
+        Some(name) => format!(
+            " (Coder is unreachable or failing right now; wait a moment, then call create_workspace again with name {name:?} and the same template_id: that is safe from any session, it finds this workspace and never creates a second one)"
+        ),
+        None => " (Coder is unreachable or failing right now; nothing was created; wait a moment, then call create_workspace again with the same arguments)".to_owned(),
     }
 }
 
-/// What a model can do about a Coder failure that is likely to pass (5xx, 429, Coder
-/// unreachable): the idempotency makes calling again safe.
-fn retry_hint(source: &CoderError) -> &'static str {
-    if source.is_transient() {
-        " (Coder is unreachable or failing right now; wait a moment, then call create_workspace again with the same arguments; that is safe: it resumes the workspace already made for this task and never creates a second one)"
-    } else {
-        ""
+fn name_taken(name: &str, lookup: Option<&CoderError>) -> String {
+    match lookup {
+        Some(err) if err.is_transient() => format!(
+            "Coder says the workspace name {name:?} is taken, and the workspace could not be loaded ({err}); wait a moment, then call create_workspace again with the same arguments"
+        ),
+        _ => format!(
+            "the workspace name {name:?} is already taken in Coder by a workspace this user cannot use; pass another name"
+        ),
     }
 }
 
 impl CreateError {
+    /// A Coder failure before the task has a workspace.
     pub fn coder(context: impl Into<String>, source: CoderError) -> Self {
         Self::Coder {
             context: context.into(),
-            source,
+            source: Box::new(source),
+            workspace: None,
         }
     }
 
-    pub fn store(source: StoreError, nothing_created: bool) -> Self {
-        Self::Store {
-            source,
-            nothing_created,
+    /// A Coder failure about the task's workspace `workspace` (made, or being made).
+    pub fn coder_on(context: impl Into<String>, source: CoderError, workspace: &str) -> Self {
+        Self::Coder {
+            context: context.into(),
+            source: Box::new(source),
+            workspace: Some(workspace.to_owned()),
         }
     }
 }

@@ -153,24 +153,25 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
-/// The requested values that differ from what a workspace's build has
-/// (`region: "us" (asked for "eu")`), in name order. Values the build does not have at
-/// all count as different; numbers and booleans compare as the strings Coder keeps.
+/// The requested values (as checked: strings, as Coder keeps them) that differ from
+/// what a workspace's build has (`region: "us" (asked for "eu")`). Values the build does
+/// not have at all count as different.
 pub fn parameter_differences(
-    requested: &BTreeMap<String, String>,
+    requested: &[WorkspaceBuildParameter],
     actual: &[WorkspaceBuildParameter],
 ) -> Vec<String> {
     requested
         .iter()
-        .filter_map(|(name, asked)| {
+        .filter_map(|asked| {
             let has = actual
                 .iter()
-                .find(|p| &p.name == name)
+                .find(|p| p.name == asked.name)
                 .map(|p| p.value.as_str());
+            let (name, value) = (&asked.name, &asked.value);
             match has {
-                Some(value) if value == asked => None,
-                Some(value) => Some(format!("{name}: {value:?} (asked for {asked:?})")),
-                None => Some(format!("{name}: not set (asked for {asked:?})")),
+                Some(has) if has == value => None,
+                Some(has) => Some(format!("{name}: {has:?} (asked for {value:?})")),
+                None => Some(format!("{name}: not set (asked for {value:?})")),
             }
         })
         .collect()
@@ -263,20 +264,16 @@ mod tests {
 
     #[test]
     fn differences_name_each_parameter_that_differs() {
-        let requested: BTreeMap<String, String> = [("region", "eu"), ("cpu", "2"), ("gpu", "true")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let actual = vec![
-            WorkspaceBuildParameter {
-                name: "region".into(),
-                value: "us".into(),
-            },
-            WorkspaceBuildParameter {
-                name: "cpu".into(),
-                value: "2".into(),
-            },
+        let param = |name: &str, value: &str| WorkspaceBuildParameter {
+            name: name.into(),
+            value: value.into(),
+        };
+        let requested = vec![
+            param("gpu", "true"),
+            param("region", "eu"),
+            param("cpu", "2"),
         ];
+        let actual = vec![param("region", "us"), param("cpu", "2")];
         assert_eq!(
             parameter_differences(&requested, &actual),
             vec![
@@ -284,6 +281,6 @@ mod tests {
                 "region: \"us\" (asked for \"eu\")".to_owned(),
             ]
         );
-        assert!(parameter_differences(&BTreeMap::new(), &actual).is_empty());
+        assert!(parameter_differences(&[], &actual).is_empty());
     }
 }

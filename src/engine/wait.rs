@@ -208,17 +208,11 @@ impl Call<'_> {
             }
             WorkspaceTransition::Stop => {
                 return match job.status {
-                    ProvisionerJobStatus::Succeeded => Step::StartAgain,
-                    ProvisionerJobStatus::Failed | ProvisionerJobStatus::Canceled => {
-                        Step::Failed(CreateError::BuildFailed {
-                            workspace_name: ws.name.clone(),
-                            status: build.status.to_string(),
-                            error: format!(
-                                "stopping the workspace did not finish ({})",
-                                job_error(ws)
-                            ),
-                        })
-                    }
+                    // Stopped, or a stop that did not finish (the workspace most likely
+                    // still runs): a start build brings it back either way.
+                    ProvisionerJobStatus::Succeeded
+                    | ProvisionerJobStatus::Failed
+                    | ProvisionerJobStatus::Canceled => Step::StartAgain,
                     _ => Step::Wait {
                         phase: Phase::Restarting,
                         message: format!(

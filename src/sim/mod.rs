@@ -266,6 +266,28 @@ impl SimCoder {
         self.set_first_agent_status(workspace_id, WorkspaceAgentStatus::Disconnected);
     }
 
+    /// The latest build's first agent went `disconnected` `ago` (its last heartbeat was
+    /// then): an agent that is not coming back, for the tests of replacing its workspace.
+    pub fn agent_gone_since(&self, workspace_id: Uuid, ago: Duration) {
+        self.disconnect_agent(workspace_id);
+        let then = Utc::now() - chrono::Duration::from_std(ago).unwrap_or_default();
+        self.inner.update(|st| {
+            let agent = st
+                .workspace_mut(workspace_id)
+                .and_then(|w| w.builds.last_mut())
+                .and_then(|b| {
+                    b.resources
+                        .iter_mut()
+                        .flat_map(|r| r.agents.iter_mut())
+                        .next()
+                });
+            if let Some(agent) = agent {
+                agent.last_connected_at = Some(then);
+                agent.disconnected_at = Some(then);
+            }
+        });
+    }
+
     /// The latest build's first agent is `connected` again (after
     /// [`SimCoder::disconnect_agent`] or if it never connected). Its lifecycle is unchanged.
     pub fn reconnect_agent(&self, workspace_id: Uuid) {
@@ -333,11 +355,21 @@ impl SimCoder {
             .update_quiet(|st| st.response_holds.push((method, path)));
     }
 
+    /// Holds every later create between coderd's check that the name is free and its
+    /// insert, until [`SimCoder::release_requests`]: the window in which two creates of
+    /// one name both pass the check, and the second insert fails on the unique index
+    /// with a 500 (as coderd answers), not a 409. [`SimView::creates_past_name_check`]
+    /// counts the creates waiting there.
+    pub fn hold_creates_after_name_check(&self) {
+        self.inner.update_quiet(|st| st.create_race = true);
+    }
+
     /// Lets every held request and answer through and stops holding.
     pub fn release_requests(&self) {
         self.inner.update_quiet(|st| {
             st.holds.clear();
             st.response_holds.clear();
+            st.create_race = false;
         });
     }
 
@@ -396,20 +428,34 @@ impl SimCoder {
     }
 
     /// Resolves as soon as `pred` holds. It is checked now and again after every state
-    /// change (no polling). Wrap it in `tokio::time::timeout` to bound a test.
+    /// change (no polling). A test waits for something that must happen: if it has not
+    /// happened after [`SimCoder::WAIT_LIMIT`], that is a failure (a panic naming the
+    /// limit), not a hang.
     pub async fn wait_until<F: Fn(&SimView) -> bool>(&self, pred: F) {
         let mut rx = self.inner.subscribe();
-        loop {
-            rx.borrow_and_update();
-            if pred(&self.view()) {
-                return;
+        let waited = tokio::time::timeout(Self::WAIT_LIMIT, async {
+            loop {
+                rx.borrow_and_update();
+                if pred(&self.view()) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // The sender lives in `inner`, which we hold, so this cannot happen.
+                    return;
+                }
             }
-            if rx.changed().await.is_err() {
-                // The sender lives in `inner`, which we hold, so this cannot happen.
-                return;
-            }
-        }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "the simulated Coder did not reach the awaited state within {:?}",
+            Self::WAIT_LIMIT
+        );
     }
+
+    /// How long [`SimCoder::wait_until`] waits before it fails the test: far longer than
+    /// anything a test waits for takes, so it only ends waits that would never end.
+    pub const WAIT_LIMIT: Duration = Duration::from_secs(120);
 
     /// Stops the server, every stream and every build task.
     pub async fn shutdown(self) {

@@ -55,6 +55,7 @@ impl State {
             outdated: latest.template_version_id != tmpl.version_id,
             latest_build: build.clone(),
             deleting_at: None,
+            dormant_at: None,
             created_at: ws.created_at,
             updated_at: ws.updated_at,
         };

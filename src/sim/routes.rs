@@ -412,7 +412,22 @@ async fn create_workspace(
     Path(user): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    create_workspace_for(&inner, &caller, &user, &body)
+    // coderd checks the name, then inserts: with the race window held open, a create of
+    // a name that was free at its check can find it taken at its insert.
+    let raced = inner.read(|st| st.create_race);
+    if raced {
+        let name = body_json(&body)?
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        if inner.read(|st| st.name_taken(caller.id, &name)) {
+            return create_workspace_for(&inner, &caller, &user, &body, false);
+        }
+        inner.update_quiet(|st| st.creates_past_name_check += 1);
+        wait_while_held(&inner, |st| st.create_race).await;
+    }
+    create_workspace_for(&inner, &caller, &user, &body, raced)
 }
 
 async fn create_workspace_in_org(
@@ -425,7 +440,7 @@ async fn create_workspace_in_org(
     if !known {
         return Err(ApiError::not_found());
     }
-    create_workspace_for(&inner, &caller, &user, &body)
+    create_workspace_for(&inner, &caller, &user, &body, false)
 }
 
 fn create_workspace_for(
@@ -433,6 +448,7 @@ fn create_workspace_for(
     caller: &Caller,
     user: &str,
     body: &Bytes,
+    raced: bool,
 ) -> ApiResult {
     let mut raw = body_json(body)?;
     // A missing name is an empty one, which then fails validation like in coderd.
@@ -452,7 +468,7 @@ fn create_workspace_for(
         if owner != caller.id {
             return Err(ApiError::not_found());
         }
-        let (id, start) = st.create_workspace(owner, caller.id, &req)?;
+        let (id, start) = st.create_workspace(owner, caller.id, &req, raced)?;
         // Render now, before the build task can move the job past `pending`.
         st.record_snapshots();
         let ws = st.workspace(id).expect("just created");
@@ -626,10 +642,9 @@ async fn get_workspace_by_name(
             .map(|u| u.id)
             .ok_or_else(ApiError::not_found)?;
         let by_name = |deleted: bool| {
-            st.workspaces
-                .iter()
-                .rev()
-                .find(|w| w.owner_id == owner && w.name == name && w.deleted == deleted)
+            st.workspaces.iter().rev().find(|w| {
+                w.owner_id == owner && w.name.eq_ignore_ascii_case(&name) && w.deleted == deleted
+            })
         };
         // Like coderd: the live workspace, else (if asked) the latest deleted one.
         let ws = by_name(false)

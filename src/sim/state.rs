@@ -140,6 +140,10 @@ pub(crate) struct State {
     /// Requests matching one of these (method, path fragment) wait before being
     /// processed until [`super::SimCoder::release_requests`].
     pub holds: Vec<(http::Method, String)>,
+    /// Creates wait between coderd's name check and its insert (see
+    /// `SimCoder::hold_creates_after_name_check`), and how many are waiting there.
+    pub create_race: bool,
+    pub creates_past_name_check: usize,
     /// Requests processed but whose answers are held (see `SimCoder::hold_responses`).
     pub response_holds: Vec<(http::Method, String)>,
     pub watch_ws_supported: bool,
@@ -172,6 +176,8 @@ impl State {
             next_request: 0,
             faults: Vec::new(),
             holds: Vec::new(),
+            create_race: false,
+            creates_past_name_check: 0,
             response_holds: Vec::new(),
             watch_ws_supported: true,
             watch_sse_supported: true,
@@ -371,11 +377,21 @@ impl State {
 
     /// Validates a create request the way `coderd` does (in its order) and inserts the
     /// workspace with build 1.
+    /// Whether `owner` has a live workspace called `name` (coderd compares `LOWER(name)`).
+    pub fn name_taken(&self, owner: Uuid, name: &str) -> bool {
+        self.workspaces
+            .iter()
+            .any(|w| !w.deleted && w.owner_id == owner && w.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Creates a workspace. `raced`: the name was checked free before this call (coderd's
+    /// check before its insert), so a taken name now is the insert's 500, not a 409.
     pub fn create_workspace(
         &mut self,
         owner_id: Uuid,
         initiator_id: Uuid,
         req: &CreateWorkspaceRequest,
+        raced: bool,
     ) -> Result<(Uuid, BuildStart), ApiError> {
         if validation::name_valid(&req.name).is_err() {
             return Err(
@@ -424,11 +440,18 @@ impl State {
                 }
             },
         };
-        let taken = self
-            .workspaces
-            .iter()
-            .any(|w| !w.deleted && w.owner_id == owner_id && w.name == req.name);
-        if taken {
+        if self.name_taken(owner_id, &req.name) {
+            if raced {
+                // coderd checked the name before a concurrent create inserted it: the
+                // insert hits the unique index, and coderd answers 500.
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal error creating workspace.",
+                )
+                .detail(
+                    "insert workspace: pq: duplicate key value violates unique constraint \"workspaces_owner_id_lower_idx\"",
+                ));
+            }
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("Workspace {:?} already exists.", req.name),

@@ -15,6 +15,7 @@ pub struct SimView {
     workspaces: Vec<Workspace>,
     builds: Vec<WorkspaceBuild>,
     held: usize,
+    creates_past_name_check: usize,
     open_streams: usize,
     requests: Vec<RecordedRequest>,
     job_logs: HashMap<Uuid, usize>,
@@ -43,6 +44,7 @@ impl SimView {
                 .collect(),
             builds,
             held,
+            creates_past_name_check: st.creates_past_name_check,
             open_streams: st.open_watch_streams,
             requests: st.requests(),
             job_logs,
@@ -62,6 +64,12 @@ impl SimView {
     /// Any build (not only the latest of its workspace).
     pub fn build(&self, build_id: Uuid) -> Option<WorkspaceBuild> {
         self.builds.iter().find(|b| b.id == build_id).cloned()
+    }
+
+    /// Creates that have passed the name check while creates are held after it (see
+    /// `SimCoder::hold_creates_after_name_check`), in all.
+    pub fn creates_past_name_check(&self) -> usize {
+        self.creates_past_name_check
     }
 
     /// Builds currently waiting at their plan's hold point.

@@ -9,11 +9,18 @@ use super::Binding;
 
 #[derive(Default)]
 pub(super) struct MemoryStore {
-    records: Mutex<HashMap<(Uuid, String), (Binding, i64)>>,
+    /// (user, key) → (binding, updated at, expires at).
+    records: Mutex<HashMap<(Uuid, String), Record>>,
+}
+
+struct Record {
+    binding: Binding,
+    updated_at: i64,
+    expires_at: i64,
 }
 
 impl MemoryStore {
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, String), (Binding, i64)>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, String), Record>> {
         // Nothing can be left half-written under this lock, so a panic elsewhere while
         // it was held does not make the map unusable.
         self.records.lock().unwrap_or_else(|e| e.into_inner())
@@ -22,13 +29,34 @@ impl MemoryStore {
     pub(super) fn get(&self, user: Uuid, key: &str) -> Option<Binding> {
         self.records()
             .get(&(user, key.to_owned()))
-            .map(|(binding, _)| binding.clone())
+            .map(|record| record.binding.clone())
     }
 
-    pub(super) fn put(&self, user: Uuid, keys: &[String], binding: &Binding, expires: i64) {
+    pub(super) fn put(
+        &self,
+        user: Uuid,
+        keys: &[String],
+        binding: &Binding,
+        now: i64,
+        expires: i64,
+    ) {
         let mut records = self.records();
         for key in keys {
-            records.insert((user, key.clone()), (binding.clone(), expires));
+            let record = Record {
+                binding: binding.clone(),
+                updated_at: now,
+                expires_at: expires,
+            };
+            records.insert((user, key.clone()), record);
+        }
+    }
+
+    pub(super) fn touch(&self, user: Uuid, key: &str, now: i64, expires: i64) {
+        if let Some(record) = self.records().get_mut(&(user, key.to_owned()))
+            && record.updated_at < now - super::TOUCH_EVERY
+        {
+            record.updated_at = now;
+            record.expires_at = expires;
         }
     }
 
@@ -39,7 +67,7 @@ impl MemoryStore {
     pub(super) fn expire(&self, now: i64) -> u64 {
         let mut records = self.records();
         let before = records.len();
-        records.retain(|_, (_, expires)| *expires > now);
+        records.retain(|_, record| record.expires_at > now);
         (before - records.len()) as u64
     }
 }

@@ -93,6 +93,9 @@ pub(super) mod sql {
             replaced_name = excluded.replaced_name,
             updated_at = excluded.updated_at,
             expires_at = excluded.expires_at";
+    /// Refreshes the retention of a record last refreshed before `$5`.
+    pub const TOUCH: &str = "UPDATE coder_mcp_workspace_keys SET updated_at = $3, expires_at = $4
+        WHERE user_id = $1 AND key = $2 AND updated_at < $5";
     pub const REMOVE: &str = "DELETE FROM coder_mcp_workspace_keys WHERE user_id = $1 AND key = $2";
     pub const EXPIRE: &str = "DELETE FROM coder_mcp_workspace_keys WHERE expires_at <= $1";
 }

@@ -19,7 +19,8 @@
 //! - memory: for tests and benchmarks; nothing survives the process.
 //!
 //! Every record expires after the retention (`--store-retention`, 30 days by default)
-//! unless used again; a session's records are removed when the session ends.
+//! without use (a use refreshes it, at most once a day); a session's records are
+//! removed when the session ends.
 
 mod location;
 mod memory;
@@ -104,12 +105,20 @@ impl Default for StoreOptions {
     }
 }
 
+/// A use of a record refreshes its retention at most this often (seconds), so that
+/// reading a record does not mean writing it on every call.
+const TOUCH_EVERY: i64 = 24 * 3600;
+
+/// The store's clock (unix seconds): the real one, or a test's.
+type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// The store, whichever backend it is. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
     options: StoreOptions,
     describe: Arc<str>,
+    clock: Clock,
 }
 
 #[derive(Clone)]
@@ -119,14 +128,34 @@ enum Backend {
     Postgres(Arc<postgres::PgStore>),
 }
 
-/// Held while a call decides and creates: released when dropped (and when its process
-/// or its database connection dies).
+/// Held while a call decides and creates. Released with [`StoreLock::release`]; if it is
+/// dropped instead (an error, a cancelled call), what holds it is closed, which releases
+/// it too, as does the death of the process or its database connection.
 #[must_use = "the lock is released when dropped"]
 pub enum StoreLock {
     /// Nothing to hold across processes (the memory store).
     None,
+    /// SQLite: file locks, released when the files are closed.
     Files(#[allow(dead_code)] Vec<std::fs::File>),
-    Postgres(#[allow(dead_code)] sqlx::Transaction<'static, sqlx::Postgres>),
+    /// PostgreSQL: advisory locks held by a connection, which also carries the critical
+    /// section's reads and writes.
+    Postgres(postgres::PgLock),
+}
+
+impl StoreLock {
+    /// Ends the critical section.
+    pub async fn release(self) {
+        if let StoreLock::Postgres(lock) = self {
+            lock.release().await;
+        }
+    }
+
+    fn postgres(lock: Option<&mut StoreLock>) -> Option<&mut postgres::PgLock> {
+        match lock {
+            Some(StoreLock::Postgres(lock)) => Some(lock),
+            _ => None,
+        }
+    }
 }
 
 impl Store {
@@ -149,6 +178,7 @@ impl Store {
             backend,
             options,
             describe,
+            clock: Arc::new(|| chrono::Utc::now().timestamp()),
         };
         // Records of tasks long gone: dropped at every start (and periodically by serve).
         store.expire().await?;
@@ -161,7 +191,14 @@ impl Store {
             backend: Backend::Memory(Arc::default()),
             options: StoreOptions::default(),
             describe: StoreLocation::Memory.describe().into(),
+            clock: Arc::new(|| chrono::Utc::now().timestamp()),
         }
+    }
+
+    /// The same store with another clock (unix seconds), for tests of the retention.
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Store {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// Where the store is, for logs and errors (never with a password).
@@ -187,18 +224,19 @@ impl Store {
         keys: &[String],
         wait: Duration,
     ) -> Result<StoreLock, LockError> {
-        match &self.backend {
-            Backend::Memory(_) => Ok(StoreLock::None),
-            Backend::Sqlite(s) => s.lock(user, keys, wait).await,
-            Backend::Postgres(s) => {
-                // The server gives up waiting after `wait` (lock_timeout); this bound is
-                // only for a database that does not answer at all.
-                let limit = wait + self.options.operation_timeout;
-                match tokio::time::timeout(limit, s.lock(user, keys, wait)).await {
-                    Ok(locked) => locked,
-                    Err(_) => Err(LockError::Store(self.timed_out())),
-                }
+        // The backends give up waiting after `wait`; this bound is only for a database
+        // that does not answer at all.
+        let limit = wait + self.options.operation_timeout;
+        let locked = async {
+            match &self.backend {
+                Backend::Memory(_) => Ok(StoreLock::None),
+                Backend::Sqlite(s) => s.lock(user, keys, wait).await,
+                Backend::Postgres(s) => s.lock(user, keys, wait).await,
             }
+        };
+        match tokio::time::timeout(limit, locked).await {
+            Ok(locked) => locked,
+            Err(_) => Err(LockError::Store(self.timed_out())),
         }
     }
 
@@ -216,19 +254,28 @@ impl Store {
         }
     }
 
-    /// The binding of `key`, if any.
-    pub async fn get(&self, user: Uuid, key: &str) -> Result<Option<Binding>, StoreError> {
+    /// The binding of `key`, if any; `lock`: the critical section it is read in, if any.
+    pub async fn get(
+        &self,
+        lock: Option<&mut StoreLock>,
+        user: Uuid,
+        key: &str,
+    ) -> Result<Option<Binding>, StoreError> {
         match &self.backend {
             Backend::Memory(s) => Ok(s.get(user, key)),
             Backend::Sqlite(s) => self.bounded(s.get(user, key)).await,
-            Backend::Postgres(s) => self.bounded(s.get(user, key)).await,
+            Backend::Postgres(s) => {
+                self.bounded(s.get(StoreLock::postgres(lock), user, key))
+                    .await
+            }
         }
     }
 
-    /// Binds every one of `keys` to `binding` (one transaction), and restarts their
-    /// retention.
+    /// Binds every one of `keys` to `binding` (one transaction, committed when this
+    /// returns), and restarts their retention.
     pub async fn put(
         &self,
+        lock: Option<&mut StoreLock>,
         user: Uuid,
         keys: &[String],
         binding: &Binding,
@@ -236,15 +283,43 @@ impl Store {
         if keys.is_empty() {
             return Ok(());
         }
-        let expires = expiry(self.options.retention);
+        let now = (self.clock)();
+        let expires = expiry(now, self.options.retention);
         match &self.backend {
             Backend::Memory(s) => {
-                s.put(user, keys, binding, expires);
+                s.put(user, keys, binding, now, expires);
                 Ok(())
             }
-            Backend::Sqlite(s) => self.bounded(s.put(user, keys, binding, expires)).await,
-            Backend::Postgres(s) => self.bounded(s.put(user, keys, binding, expires)).await,
+            Backend::Sqlite(s) => self.bounded(s.put(user, keys, binding, now, expires)).await,
+            Backend::Postgres(s) => {
+                let lock = StoreLock::postgres(lock);
+                self.bounded(s.put(lock, user, keys, binding, now, expires))
+                    .await
+            }
         }
+    }
+
+    /// Records that `keys` were used: their retention starts again (at most once a day,
+    /// so a call seldom writes).
+    pub async fn touch(
+        &self,
+        mut lock: Option<&mut StoreLock>,
+        user: Uuid,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        let now = (self.clock)();
+        let expires = expiry(now, self.options.retention);
+        for key in keys {
+            match &self.backend {
+                Backend::Memory(s) => s.touch(user, key, now, expires),
+                Backend::Sqlite(s) => self.bounded(s.touch(user, key, now, expires)).await?,
+                Backend::Postgres(s) => {
+                    let lock = StoreLock::postgres(lock.as_deref_mut());
+                    self.bounded(s.touch(lock, user, key, now, expires)).await?
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Forgets `key` (an MCP session that ended).
@@ -261,7 +336,7 @@ impl Store {
 
     /// Removes the records whose retention is over; returns how many.
     pub async fn expire(&self) -> Result<u64, StoreError> {
-        let now = chrono::Utc::now().timestamp();
+        let now = (self.clock)();
         let removed = match &self.backend {
             Backend::Memory(s) => Ok(s.expire(now)),
             Backend::Sqlite(s) => self.bounded(s.expire(now)).await,
@@ -302,10 +377,10 @@ impl Store {
     }
 }
 
-/// When a record written now expires (unix seconds).
-fn expiry(retention: Duration) -> i64 {
+/// When a record written at `now` expires (unix seconds).
+fn expiry(now: i64, retention: Duration) -> i64 {
     let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX / 2);
-    chrono::Utc::now().timestamp().saturating_add(retention)
+    now.saturating_add(retention)
 }
 
 /// A stable 64-bit number for (user, key): the PostgreSQL advisory lock id and the
@@ -313,25 +388,30 @@ fn expiry(retention: Duration) -> i64 {
 /// platforms (unlike `std`'s hasher).
 fn key_hash(user: Uuid, key: &str) -> u64 {
     let id = Uuid::new_v5(&user, key.as_bytes());
-    let bytes: [u8; 8] = id.as_bytes()[..8].try_into().unwrap_or_default();
-    u64::from_be_bytes(bytes)
+    let (high, _) = id.as_u64_pair();
+    high
 }
 
-/// Reads a binding from the columns every backend stores.
+/// The columns every backend stores for a binding, as read back.
+type Row = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// A binding from its columns (`None` for a row this release cannot read).
 fn binding_from_row(
-    template_id: &str,
-    workspace_name: String,
-    workspace_id: Option<&str>,
-    replaced_id: Option<&str>,
-    replaced_name: Option<String>,
+    (template_id, workspace_name, workspace_id, replaced_id, replaced_name): Row,
 ) -> Option<Binding> {
-    let template_id = Uuid::parse_str(template_id).ok()?;
+    let template_id = Uuid::parse_str(&template_id).ok()?;
     let workspace_id = match workspace_id {
-        Some(id) => Some(Uuid::parse_str(id).ok()?),
+        Some(id) => Some(Uuid::parse_str(&id).ok()?),
         None => None,
     };
     let replaced = match (
-        replaced_id.and_then(|id| Uuid::parse_str(id).ok()),
+        replaced_id.and_then(|id| Uuid::parse_str(&id).ok()),
         replaced_name,
     ) {
         (Some(id), Some(name)) => Some(Replaced { id, name }),
@@ -343,6 +423,32 @@ fn binding_from_row(
         workspace_id,
         replaced,
     })
+}
+
+/// Binds the arguments of [`migrations::sql::PUT`] (shared by both SQL backends).
+fn bind_put<'q, DB: sqlx::Database>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    user: Uuid,
+    key: &str,
+    binding: &Binding,
+    now: i64,
+    expires: i64,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(user.to_string())
+        .bind(key.to_owned())
+        .bind(binding.template_id.to_string())
+        .bind(binding.workspace_name.clone())
+        .bind(binding.workspace_id.map(|id| id.to_string()))
+        .bind(binding.replaced.as_ref().map(|r| r.id.to_string()))
+        .bind(binding.replaced.as_ref().map(|r| r.name.clone()))
+        .bind(now)
+        .bind(expires)
 }
 
 #[cfg(test)]
@@ -361,6 +467,18 @@ mod tests {
         );
     }
 
+    /// Two users whose keys fall on different lock stripes (a stripe is shared by
+    /// 1/256 of the keys, so a random pair may collide).
+    fn users_on_other_stripes(keys: &[String]) -> (Uuid, Uuid) {
+        let stripes =
+            |user: Uuid| -> Vec<u64> { keys.iter().map(|k| key_hash(user, k) % 256).collect() };
+        let a = Uuid::new_v4();
+        let b = std::iter::repeat_with(Uuid::new_v4)
+            .find(|b| stripes(*b).iter().all(|s| !stripes(a).contains(s)))
+            .unwrap_or_default();
+        (a, b)
+    }
+
     #[tokio::test]
     async fn sqlite_locks_exclude_other_openers_of_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -373,8 +491,8 @@ mod tests {
         let b = Store::open(&location, StoreOptions::default())
             .await
             .unwrap();
-        let user = Uuid::new_v4();
         let keys = vec!["name:x".to_owned(), "chat:1".to_owned()];
+        let (user, other) = users_on_other_stripes(&keys);
         let held = a.lock(user, &keys, Duration::from_secs(1)).await.unwrap();
         assert!(b.try_lock(user, &keys).await.unwrap().is_none());
         assert!(matches!(
@@ -382,11 +500,55 @@ mod tests {
             Err(LockError::Busy)
         ));
         assert!(
-            b.try_lock(Uuid::new_v4(), &keys).await.unwrap().is_some(),
+            b.try_lock(other, &keys).await.unwrap().is_some(),
             "another user's keys"
         );
-        drop(held);
+        held.release().await;
         assert!(b.try_lock(user, &keys).await.unwrap().is_some());
+    }
+
+    /// Retention counts from the last use, not from the write: a record in use is kept,
+    /// one left alone goes.
+    async fn retention_counts_from_the_last_use(store: Store) {
+        let now = Arc::new(std::sync::atomic::AtomicI64::new(1_000_000));
+        let clock = now.clone();
+        let store = store.with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst));
+        let day = 24 * 3600;
+        let advance = |days: i64| now.fetch_add(days * day, std::sync::atomic::Ordering::SeqCst);
+        let user = Uuid::new_v4();
+        let binding = Binding {
+            template_id: Uuid::new_v4(),
+            workspace_name: "dev-1".into(),
+            workspace_id: Some(Uuid::new_v4()),
+            replaced: None,
+        };
+        let (used, idle) = (vec!["chat:used".to_owned()], vec!["chat:idle".to_owned()]);
+        store.put(None, user, &used, &binding).await.unwrap();
+        store.put(None, user, &idle, &binding).await.unwrap();
+        advance(20);
+        store.touch(None, user, &used).await.unwrap();
+        advance(20);
+        assert_eq!(store.expire().await.unwrap(), 1);
+        assert!(store.get(None, user, "chat:used").await.unwrap().is_some());
+        assert!(store.get(None, user, "chat:idle").await.unwrap().is_none());
+        advance(31);
+        assert_eq!(store.expire().await.unwrap(), 1);
+        assert!(store.get(None, user, "chat:used").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn retention_counts_from_the_last_use_in_memory() {
+        retention_counts_from_the_last_use(Store::memory()).await;
+    }
+
+    #[tokio::test]
+    async fn retention_counts_from_the_last_use_in_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("store.db"));
+        let store = Store::open(&location, StoreOptions::default())
+            .await
+            .unwrap();
+        retention_counts_from_the_last_use(store).await;
     }
 
     #[tokio::test]
@@ -400,16 +562,27 @@ mod tests {
             replaced: None,
         };
         store
-            .put(user, &["chat:1".into(), "name:dev-1".into()], &binding)
+            .put(
+                None,
+                user,
+                &["chat:1".into(), "name:dev-1".into()],
+                &binding,
+            )
             .await
             .unwrap();
         assert_eq!(
-            store.get(user, "chat:1").await.unwrap(),
+            store.get(None, user, "chat:1").await.unwrap(),
             Some(binding.clone())
         );
-        assert_eq!(store.get(user, "name:dev-1").await.unwrap(), Some(binding));
-        assert_eq!(store.get(Uuid::new_v4(), "chat:1").await.unwrap(), None);
+        assert_eq!(
+            store.get(None, user, "name:dev-1").await.unwrap(),
+            Some(binding)
+        );
+        assert_eq!(
+            store.get(None, Uuid::new_v4(), "chat:1").await.unwrap(),
+            None
+        );
         store.remove(user, "chat:1").await.unwrap();
-        assert_eq!(store.get(user, "chat:1").await.unwrap(), None);
+        assert_eq!(store.get(None, user, "chat:1").await.unwrap(), None);
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! Per-key locks across processes are advisory file locks on a fixed set of lock files
 //! next to the database (the key's hash picks one), so the OS releases them when a
-//! process dies, however it dies. Unrelated keys that share a lock file only wait for
-//! each other's short critical section.
+//! process dies, however it dies. Unrelated keys that share a lock file (1 in 256) only
+//! wait for each other's short critical section.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use uuid::Uuid;
 
 use super::migrations::{self, sql};
-use super::{Binding, LockError, StoreError, StoreLock, binding_from_row, key_hash};
+use super::{Binding, LockError, Row, StoreError, StoreLock, binding_from_row, key_hash};
 
 /// How many lock files there are (a power of two).
 const LOCK_STRIPES: u64 = 256;
@@ -29,14 +29,6 @@ pub(super) struct SqliteStore {
     locks: PathBuf,
     describe: String,
 }
-
-type Row = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
 
 impl SqliteStore {
     pub(super) async fn open(path: &Path, describe: &str) -> Result<SqliteStore, StoreError> {
@@ -175,30 +167,29 @@ impl SqliteStore {
         let stripes = self.stripes(user, keys)?;
         let mut held = Vec::with_capacity(stripes.len());
         for (path, file) in stripes {
-            match file.try_lock() {
-                Ok(()) => held.push(file),
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    // Another process holds it. Wait in a blocking thread; if this call
-                    // gives up first, the thread's file is dropped when it finally gets
-                    // the lock, which releases it at once.
-                    let waiting = tokio::task::spawn_blocking(move || file.lock().map(|()| file));
-                    match tokio::time::timeout_at(deadline, waiting).await {
-                        Ok(Ok(Ok(file))) => held.push(file),
-                        Ok(Ok(Err(e))) => {
-                            return Err(self
-                                .error(format!("cannot lock {}: {e}", path.display()))
-                                .into());
+            // File locks have no asynchronous wait, and a thread blocked in one cannot be
+            // called off (it would take the lock after its caller gave up, for nobody):
+            // try again, soon at first, then every 50 ms, until the deadline.
+            let mut pause = Duration::from_millis(1);
+            loop {
+                match file.try_lock() {
+                    Ok(()) => break,
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        let now = tokio::time::Instant::now();
+                        if now >= deadline {
+                            return Err(LockError::Busy);
                         }
-                        Ok(Err(e)) => return Err(self.error(e).into()),
-                        Err(_) => return Err(LockError::Busy),
+                        tokio::time::sleep(pause.min(deadline - now)).await;
+                        pause = (pause * 2).min(Duration::from_millis(50));
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(self
+                            .error(format!("cannot lock {}: {e}", path.display()))
+                            .into());
                     }
                 }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(self
-                        .error(format!("cannot lock {}: {e}", path.display()))
-                        .into());
-                }
             }
+            held.push(file);
         }
         Ok(StoreLock::Files(held))
     }
@@ -210,17 +201,7 @@ impl SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(
-            row.and_then(|(template, name, id, replaced_id, replaced_name)| {
-                binding_from_row(
-                    &template,
-                    name,
-                    id.as_deref(),
-                    replaced_id.as_deref(),
-                    replaced_name,
-                )
-            }),
-        )
+        Ok(row.and_then(binding_from_row))
     }
 
     pub(super) async fn put(
@@ -228,6 +209,7 @@ impl SqliteStore {
         user: Uuid,
         keys: &[String],
         binding: &Binding,
+        now: i64,
         expires: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self
@@ -235,23 +217,32 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| self.error(e))?;
-        let now = chrono::Utc::now().timestamp();
         for key in keys {
-            sqlx::query(sql::PUT)
-                .bind(user.to_string())
-                .bind(key)
-                .bind(binding.template_id.to_string())
-                .bind(&binding.workspace_name)
-                .bind(binding.workspace_id.map(|id| id.to_string()))
-                .bind(binding.replaced.as_ref().map(|r| r.id.to_string()))
-                .bind(binding.replaced.as_ref().map(|r| r.name.clone()))
-                .bind(now)
-                .bind(expires)
+            super::bind_put(sqlx::query(sql::PUT), user, key, binding, now, expires)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.error(e))?;
         }
         tx.commit().await.map_err(|e| self.error(e))
+    }
+
+    pub(super) async fn touch(
+        &self,
+        user: Uuid,
+        key: &str,
+        now: i64,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::TOUCH)
+            .bind(user.to_string())
+            .bind(key)
+            .bind(now)
+            .bind(expires)
+            .bind(now - super::TOUCH_EVERY)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
     }
 
     pub(super) async fn remove(&self, user: Uuid, key: &str) -> Result<(), StoreError> {

@@ -104,19 +104,22 @@ impl HttpServer {
 
     /// Resolves with the first log line containing `needle` (waiting for it if need be).
     pub async fn wait_for_log(&self, needle: &str) -> String {
-        loop {
-            let notified = self.logged.notified();
-            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
+        super::bounded(&format!("the log line {needle:?}"), async {
+            loop {
+                let notified = self.logged.notified();
+                if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                    return line.to_owned();
+                }
+                if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
+                    panic!(
+                        "the server's stderr closed before it logged {needle:?}:\n{}",
+                        self.log()
+                    );
+                }
+                notified.await;
             }
-            if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
-                panic!(
-                    "the server's stderr closed before it logged {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            notified.await;
-        }
+        })
+        .await
     }
 
     /// The log from the first line containing `needle` on (for "X happened after Y").

@@ -275,28 +275,34 @@ impl Server {
 
     /// Resolves once `token` has received at least `count` progress notifications.
     pub async fn wait_for_progress(&self, token: &ProgressToken, count: usize) {
-        loop {
-            let notified = self.recorder.notify.notified();
-            if self.progress(token).len() >= count {
-                return;
+        bounded("progress notifications", async {
+            loop {
+                let notified = self.recorder.notify.notified();
+                if self.progress(token).len() >= count {
+                    return;
+                }
+                notified.await;
             }
-            notified.await;
-        }
+        })
+        .await
     }
 
     /// Resolves once a progress notification for `token` says `needle`.
     pub async fn wait_for_message(&self, token: &ProgressToken, needle: &str) {
-        loop {
-            let notified = self.recorder.notify.notified();
-            let said = self
-                .progress(token)
-                .iter()
-                .any(|p| p.message.as_deref().is_some_and(|m| m.contains(needle)));
-            if said {
-                return;
+        bounded("a progress message", async {
+            loop {
+                let notified = self.recorder.notify.notified();
+                let said = self
+                    .progress(token)
+                    .iter()
+                    .any(|p| p.message.as_deref().is_some_and(|m| m.contains(needle)));
+                if said {
+                    return;
+                }
+                notified.await;
             }
-            notified.await;
-        }
+        })
+        .await
     }
 
     /// Closes stdin, waits for the process to exit, and returns everything it wrote to stderr.
@@ -307,6 +313,15 @@ impl Server {
             None => String::new(),
         }
     }
+}
+
+/// Waits for something a test expects to happen; if it has not after
+/// [`SimCoder::WAIT_LIMIT`] that is a failure naming `what`, not a hang. (A bound on a
+/// wait, not a timing assertion: nothing a test waits for takes that long.)
+pub async fn bounded<T>(what: &str, wait: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(SimCoder::WAIT_LIMIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("waited {:?} for {what}", SimCoder::WAIT_LIMIT))
 }
 
 fn expect_call_result(result: ServerResult) -> CallToolResult {
