@@ -8,6 +8,7 @@ use rmcp::ServiceExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::coder::CoderClient;
+use crate::coder::Identity;
 use crate::coder::SessionToken;
 use crate::config::{
     Cli, Command, Credentials, ServeArgs, StoreArgs, resolve_credentials, resolve_url,
@@ -17,7 +18,7 @@ use crate::http::auth::SharedIdentity;
 use crate::http::guard::{GuardConfig, LOOPBACK_HOSTS};
 use crate::http::sessions::SessionLimits;
 use crate::store::{Store, StoreLocation};
-use crate::tools::{Identity, WorkspaceServer};
+use crate::tools::WorkspaceServer;
 
 /// Runs the program; the exit code is non-zero on any failure.
 pub async fn main() -> ExitCode {

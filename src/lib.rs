@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod shutdown;
 pub mod sim;
 pub mod store;
 pub mod tools;

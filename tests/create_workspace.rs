@@ -57,7 +57,7 @@ async fn happy_path_streams_progress_in_order() {
         name.starts_with("docker-") && name.len() == "docker-".len() + 4,
         "{name}"
     );
-    assert_eq!(out["build_status"], "running");
+    assert_eq!(out["workspace_status"], "running");
     assert_eq!(out["owner"], "alice");
     assert_eq!(out["agent_name"], "main");
     assert_eq!(out["template_id"], env.docker.id.to_string());
@@ -184,7 +184,7 @@ async fn max_call_wait_answers_building_and_the_next_call_finishes_the_same_work
     assert_eq!(second["created"], false);
     assert_eq!(second["status"], "already_exists");
     assert_eq!(second["workspace_id"], first["workspace_id"]);
-    assert_eq!(second["build_status"], "running");
+    assert_eq!(second["workspace_status"], "running");
     assert!(
         second["message"]
             .as_str()
@@ -326,7 +326,7 @@ async fn a_stopped_workspace_is_started_not_duplicated() {
     assert_eq!(second["created"], false);
     assert_eq!(second["status"], "already_exists");
     assert_eq!(second["workspace_id"], first["workspace_id"]);
-    assert_eq!(second["build_status"], "running");
+    assert_eq!(second["workspace_status"], "running");
     assert_eq!(second["build_number"], 3, "start, stop, start");
     assert!(
         second["message"].as_str().unwrap().contains("stopped"),
@@ -463,7 +463,7 @@ async fn after_a_canceled_build_the_next_call_creates_a_new_workspace() {
     env.sim.set_build_plan(env.docker.id, BuildPlan::default());
     let second = structured(&server.call("create_workspace", env.create_args()).await);
     assert_eq!(second["created"], true);
-    assert_eq!(second["build_status"], "running");
+    assert_eq!(second["workspace_status"], "running");
     assert_ne!(second["workspace_id"], canceled.to_string());
     assert_eq!(env.workspaces().len(), 2);
     assert_eq!(creates(&env), 2);
@@ -836,7 +836,7 @@ async fn a_refused_start_is_an_error_not_a_loop() {
     // Once Coder accepts, the next call starts it.
     let again = structured(&server.call("create_workspace", env.create_args()).await);
     assert_eq!(again["workspace_id"], first["workspace_id"]);
-    assert_eq!(again["build_status"], "running");
+    assert_eq!(again["workspace_status"], "running");
 }
 
 #[tokio::test]
@@ -844,7 +844,7 @@ async fn the_polling_baseline_mode_polls_and_never_streams() {
     let env = Env::new().await;
     let server = env.server(&["--watch-mode", "polling"]).await;
     let out = structured(&server.call("create_workspace", env.create_args()).await);
-    assert_eq!(out["build_status"], "running");
+    assert_eq!(out["workspace_status"], "running");
     let id = out["workspace_id"].as_str().unwrap();
     let requests = env.sim.requests();
     assert!(

@@ -461,7 +461,7 @@ async fn graceful_shutdown_lets_a_call_in_flight_finish() {
     let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
         panic!()
     };
-    assert_eq!(structured(&result)["build_status"], "running");
+    assert_eq!(structured(&result)["workspace_status"], "running");
     assert!(http.wait_exit().await.success());
 }
 

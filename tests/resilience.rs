@@ -105,7 +105,7 @@ async fn a_dropped_watch_stream_falls_back_to_polling() {
     };
     let out = structured(&result);
     assert_eq!(out["created"], true);
-    assert_eq!(out["build_status"], "running");
+    assert_eq!(out["workspace_status"], "running");
     let refused = env
         .sim
         .requests()
@@ -149,7 +149,7 @@ async fn a_dropped_watch_stream_is_resumed_without_polling() {
     let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
         panic!()
     };
-    assert_eq!(structured(&result)["build_status"], "running");
+    assert_eq!(structured(&result)["workspace_status"], "running");
     let id = env.workspaces()[0].id;
     let polls = env
         .sim
@@ -244,7 +244,7 @@ async fn without_watch_ws_the_sse_watch_is_used() {
     env.sim.set_watch_support(false, true);
     let server = env.server(&[]).await;
     let out = structured(&server.call("create_workspace", env.create_args()).await);
-    assert_eq!(out["build_status"], "running");
+    assert_eq!(out["workspace_status"], "running");
     let id = out["workspace_id"].as_str().unwrap();
     let requests = env.sim.requests();
     assert!(
@@ -462,7 +462,7 @@ async fn after_polling_the_watch_stream_is_resumed_and_polling_stops() {
     let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
         panic!()
     };
-    assert_eq!(structured(&result)["build_status"], "running");
+    assert_eq!(structured(&result)["workspace_status"], "running");
 
     let requests = env.sim.requests();
     let upgrades: Vec<usize> = requests

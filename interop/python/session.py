@@ -133,7 +133,7 @@ async def main_session(session: ClientSession) -> dict:
     assert values[-1] == 100 and "ready" in progress[-1][2], progress[-1]
     assert created["created"] is True and created["template_name"] == "docker", created
     assert created["template_id"] == docker["id"], created
-    assert created["build_status"] == "running", created
+    assert created["workspace_status"] == "running", created
     assert all(created.get(k) for k in ("workspace_id", "workspace_name", "agent_name", "owner")), created
     assert re.match(r"^http", created["url"]), created
 

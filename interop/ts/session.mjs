@@ -192,7 +192,7 @@ async function mainSession(makeTransport, label) {
     assert.equal(created.created, true);
     assert.equal(created.template_id, docker.id);
     assert.equal(created.template_name, "docker");
-    assert.equal(created.build_status, "running");
+    assert.equal(created.workspace_status, "running");
     assert.ok(created.workspace_id && created.workspace_name && created.agent_name && created.owner, "workspace identity");
     assert.match(created.url, /^http/);
 

@@ -9,3 +9,10 @@ pub use client::CoderClient;
 pub use error::CoderError;
 pub use streams::{BuildLogFollower, WatchConfig, WatchSource, WorkspaceWatch};
 pub use token::SessionToken;
+
+/// A Coder user, and the client that acts as them (their own token).
+#[derive(Debug)]
+pub struct Identity {
+    pub client: CoderClient,
+    pub user: types::User,
+}

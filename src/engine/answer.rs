@@ -3,7 +3,7 @@
 
 use super::create::Call;
 use super::decide::Found;
-use super::outcome::{AgentStatus, CallStatus, CreateError, CreateWorkspaceResult, StartupScripts};
+use super::outcome::{AgentStatus, CallStatus, CreateError, Answer, StartupScripts};
 use super::progress::{Phase, truncate};
 use super::wait::{Readiness, describe_phase};
 use crate::coder::types::{Template, Workspace};
@@ -34,7 +34,7 @@ impl Call<'_> {
         template: &Template,
         name: Option<String>,
         creating: bool,
-    ) -> Result<CreateWorkspaceResult, CreateError> {
+    ) -> Result<Answer, CreateError> {
         let client = self.client;
         let me = self
             .guard(client.me())
@@ -57,7 +57,7 @@ impl Call<'_> {
             Some(name) => client.dashboard_url(&me.username, name),
             None => format!("{}/workspaces", client.base_url()),
         };
-        Ok(CreateWorkspaceResult {
+        Ok(Answer {
             created: false,
             workspace_name: name.unwrap_or_default(),
             status: Some(CallStatus::Building),
@@ -73,7 +73,7 @@ impl Call<'_> {
             owner: me.username,
             template_id: template.id,
             template_name: template.name.clone(),
-            build_status: "pending".into(),
+            workspace_status: "pending".into(),
             build_number: 0,
             agent_name: None,
             url,
@@ -88,9 +88,9 @@ impl Call<'_> {
         readiness: Readiness,
         origin: Origin,
         notes: Vec<String>,
-    ) -> CreateWorkspaceResult {
+    ) -> Answer {
         let agent = ws.latest_build.first_agent();
-        let mut result = CreateWorkspaceResult {
+        let mut result = Answer {
             created,
             workspace_name: ws.name.clone(),
             status: None,
@@ -104,7 +104,7 @@ impl Call<'_> {
             owner: ws.owner_name.clone(),
             template_id: ws.template_id,
             template_name: ws.template_name.clone(),
-            build_status: ws.latest_build.status.to_string(),
+            workspace_status: ws.latest_build.status.to_string(),
             build_number: ws.latest_build.build_number,
             agent_name: agent.map(|a| a.name.clone()),
             url: self.client.dashboard_url(&ws.owner_name, &ws.name),
@@ -179,9 +179,9 @@ impl Call<'_> {
     /// still stop the call and progress must keep flowing.
     pub(super) async fn with_startup_log(
         &mut self,
-        mut result: CreateWorkspaceResult,
+        mut result: Answer,
         ws: &Workspace,
-    ) -> Result<CreateWorkspaceResult, CreateError> {
+    ) -> Result<Answer, CreateError> {
         if result.startup_scripts.is_none() {
             return Ok(result);
         }

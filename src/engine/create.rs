@@ -24,7 +24,7 @@ use super::decide::{Action, Ask, Found, NewName, Replacing, ResumeNote, Target, 
 use super::keys::{Caller, KeyLocks, TaskKey, name_key};
 use super::lock::{Locked, TaskLock};
 use super::names::{canonical_name, generate_name, name_problem};
-use super::outcome::{CreateError, CreateWorkspaceResult};
+use super::outcome::{CreateError, Answer};
 use super::params::{parameter_differences, validate_parameters};
 use super::progress::{Phase, ProgressSink, ProgressTracker};
 use super::resolve::Records;
@@ -113,7 +113,7 @@ impl Engine {
         request: CreateRequest,
         sink: &dyn ProgressSink,
         cancel: &CancellationToken,
-    ) -> Result<CreateWorkspaceResult, CreateError> {
+    ) -> Result<Answer, CreateError> {
         let mut call = Call {
             engine: self,
             client,
@@ -291,7 +291,7 @@ impl Call<'_> {
         ws: Workspace,
         state: Found,
         note: Option<ResumeNote>,
-    ) -> Result<CreateWorkspaceResult, CreateError> {
+    ) -> Result<Answer, CreateError> {
         let mut notes = Vec::new();
         match note {
             Some(ResumeNote::OtherTemplate) => notes.push(format!(
@@ -351,7 +351,7 @@ impl Call<'_> {
         name: NewName,
         replaces: Option<Replacing>,
         mut lock: TaskLock,
-    ) -> Result<CreateWorkspaceResult, CreateError> {
+    ) -> Result<Answer, CreateError> {
         let client = self.client;
         let template = &checked.template;
         let name = match name {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::answer::Origin;
 use super::create::{Call, Checked, Task, sleep_until_opt};
 use super::decide::{Found, found_state, unusable};
-use super::outcome::{CreateError, CreateWorkspaceResult};
+use super::outcome::{CreateError, Answer};
 use super::progress::Phase;
 use super::wait::Readiness;
 use crate::store::{LockError, StoreLock};
@@ -37,7 +37,7 @@ impl TaskLock {
 
 pub(super) enum Locked {
     Yes(TaskLock),
-    NotInTime(Box<CreateWorkspaceResult>),
+    NotInTime(Box<Answer>),
 }
 
 const WAITING: &str = "waiting for another create_workspace call of this task to finish";
@@ -132,7 +132,7 @@ impl Call<'_> {
         &mut self,
         task: &Task,
         checked: &Checked,
-    ) -> Result<CreateWorkspaceResult, CreateError> {
+    ) -> Result<Answer, CreateError> {
         let records = self.unlocked_records(task).await?;
         let record = records.name.or(records.key);
         if let Some(binding) = &record

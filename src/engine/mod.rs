@@ -15,5 +15,5 @@ mod wait;
 
 pub use create::{CreateRequest, Engine, EngineConfig};
 pub use keys::{Caller, TaskKey};
-pub use outcome::{CreateError, CreateWorkspaceResult};
+pub use outcome::{AgentStatus, Answer, CallStatus, CreateError, StartupScripts};
 pub use progress::ProgressSink;

@@ -1,72 +1,37 @@
-//! What `create_workspace` answers, and how it fails.
+//! What `create_workspace` answers, and how it fails (no MCP types here).
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::coder::CoderError;
 use crate::store::StoreError;
 
-/// The result of `create_workspace`. Field names follow Coder's own `create_workspace`
-/// chat tool (`created`, `workspace_name`, `status`, `message`, `agent_status`,
-/// `agent_error`, `startup_scripts`, `lifecycle_state`), plus what a caller needs next.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct CreateWorkspaceResult {
-    /// True when this call created the workspace; false when the task's existing workspace was returned.
+/// What `create_workspace` answers when it does not fail: the workspace as it stands, and
+/// what the model reads about it. The tools layer turns it into the MCP result
+/// (`tools::results::Answer`, whose fields document each of these).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
     pub created: bool,
-    /// The workspace name (unique per owner): the task's handle. Calling create_workspace
-    /// again with this `name` (and the same template_id) returns this workspace from any
-    /// session, process or replica. Use it with `coder ssh <name>` and other Coder tools too.
     pub workspace_name: String,
-    /// `already_exists`: the task's workspace was returned instead of creating another.
-    /// `building`, `starting_agent`, `running_startup_scripts`: this call stopped waiting
-    /// (see `--max-call-wait`) while the workspace is still coming up; call
-    /// `create_workspace` again with `name` set to `workspace_name` (and the same
-    /// template_id) to keep waiting for the same workspace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<CallStatus>,
-    /// A human-readable explanation of the status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// `not_ready`: the build succeeded but the agent did not connect in time (the
-    /// workspace exists; it may still come up). `no_agent`: the template defines no agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_status: Option<AgentStatus>,
-    /// Why the agent is not ready.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_error: Option<String>,
-    /// Set when the agent's startup scripts failed or did not finish in time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_scripts: Option<StartupScripts>,
-    /// The agent's lifecycle state when startup scripts failed (e.g. `start_error`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle_state: Option<String>,
-    /// The last lines of the agent's startup log, when startup scripts failed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub startup_log_tail: Vec<String>,
-    /// The workspace id (UUID). Absent only with `status: "building"` when this call
-    /// stopped waiting before Coder had created the workspace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_id: Option<Uuid>,
-    /// The workspace owner's username.
     pub owner: String,
-    /// The template the workspace was built from.
     pub template_id: Uuid,
     pub template_name: String,
-    /// Coder's workspace status: pending, starting, running, stopping, stopped, failed, canceling, canceled, deleting or deleted.
-    pub build_status: String,
-    /// The number of the workspace's latest build.
+    /// Coder's workspace status (`latest_build.status`).
+    pub workspace_status: String,
     pub build_number: i64,
-    /// The workspace agent's name, when the template has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
-    /// The workspace's page in the Coder dashboard.
     pub url: String,
 }
 
 /// How the call ended when it did not simply create a ready workspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallStatus {
     AlreadyExists,
     Building,
@@ -75,16 +40,14 @@ pub enum CallStatus {
 }
 
 /// Why the workspace agent is not usable yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentStatus {
     NotReady,
     NoAgent,
 }
 
 /// How the agent's startup scripts went wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartupScripts {
     StartupScriptsFailed,
     StartupScriptsTimeout,

@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
+use crate::coder::Identity;
 use crate::coder::client::SESSION_TOKEN_HEADER;
 use crate::coder::{CoderClient, SessionToken};
-use crate::tools::Identity;
 
 /// How long a token Coder accepted is trusted before it is checked again.
 const ACCEPTED_TTL: Duration = Duration::from_secs(60);
@@ -59,15 +59,13 @@ impl IntoResponse for AuthError {
                 format!("the token was rejected: {why}"),
             ),
             AuthError::Unavailable(why) => {
-                return (
+                return super::body::error_response(
                     StatusCode::BAD_GATEWAY,
-                    axum::Json(serde_json::json!({ "error": format!("cannot check the token with Coder: {why}") })),
-                )
-                    .into_response();
+                    &format!("cannot check the token with Coder: {why}"),
+                );
             }
         };
-        let mut response =
-            (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+        let mut response = super::body::error_response(status, &message);
         if let Ok(value) = HeaderValue::from_str(&challenge) {
             response
                 .headers_mut()

@@ -4,7 +4,7 @@
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::sync::Arc;
 
 /// What is allowed in, from `--allowed-host`, `--allowed-origin` and `--max-body`.
@@ -49,7 +49,7 @@ fn host_name(host: &str) -> &str {
 
 fn refuse(status: StatusCode, message: String) -> Response {
     tracing::info!(%status, %message, "request refused");
-    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    super::body::error_response(status, &message)
 }
 
 /// Refuses requests with a foreign `Host` or `Origin` (403) or a body over the limit (413).

@@ -21,8 +21,10 @@ use rmcp::model::{ClientJsonRpcMessage, GetExtensions, JsonRpcMessage, ServerJso
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::App;
+use super::body::{error_response, read_body};
+use super::mcp::scope_for;
 use super::sessions::Transport;
-use super::{App, error_response, scope_for};
 use crate::tools::WorkspaceServer;
 
 /// The open legacy sessions: where to deliver a POSTed message, and how to end the session.
@@ -153,7 +155,7 @@ pub async fn post(
         );
     };
     let (mut parts, body) = request.into_parts();
-    let bytes = match super::read_body(body, app.max_body).await {
+    let bytes = match read_body(body, app.max_body).await {
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };

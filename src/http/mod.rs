@@ -7,21 +7,23 @@
 //! are limited; idle sessions expire; SIGTERM/SIGINT drain in-flight calls.
 
 pub mod auth;
+mod body;
+mod drain;
 pub mod guard;
-pub mod health;
-pub mod legacy_sse;
+mod health;
+mod legacy_sse;
+mod mcp;
 pub mod sessions;
+mod sweep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+
+use axum::middleware;
+
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -30,16 +32,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::coder::CoderClient;
 use crate::engine::{Engine, TaskKey};
-use crate::tools::{CallTracker, InFlight, Scope, WorkspaceServer};
-use auth::{Authenticator, Caller, SharedIdentity};
+use crate::shutdown::{CallTracker, InFlight};
+use crate::tools::WorkspaceServer;
+use auth::{Authenticator, SharedIdentity};
+use drain::{NoticeClose, Signals, drain_on_signal};
 use guard::GuardConfig;
 use legacy_sse::LegacySessions;
-use sessions::{SessionLimits, SessionRegistry, Transport};
+use mcp::authenticate_mcp;
+use sessions::{SessionLimits, SessionRegistry};
+use sweep::sweep_sessions;
 
-/// The header Coder's own agents send when they call external MCP servers: one chat,
-/// one workspace, across reconnects.
-pub const CHAT_ID_HEADER: &str = "x-coder-chat-id";
-const MCP_SESSION_HEADER: &str = "mcp-session-id";
+pub use mcp::CHAT_ID_HEADER;
 
 /// Everything `serve` needs, from the command line.
 pub struct HttpOptions {
@@ -80,48 +83,6 @@ impl App {
             };
             self.engine.forget(entry.user, &key).await;
         }
-    }
-}
-
-pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
-}
-
-/// Reads a whole request body, or answers 413 when it grows past `limit` (the guard
-/// only sees a declared `Content-Length`; a chunked body is caught here).
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body over the limit of {limit} bytes (see --max-body)"),
-        )
-    })
-}
-
-/// The caller's scope for a request: the conversation is the Coder chat when a chat id
-/// is sent, else the MCP session, else none (a stateless request, tied to others only by
-/// a requested workspace name).
-pub(crate) fn scope_for(
-    caller: &Caller,
-    headers: &HeaderMap,
-    session: Option<(Transport, &str)>,
-) -> Scope {
-    let chat = headers
-        .get(CHAT_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty());
-    let key = match (chat, session) {
-        (Some(chat), _) => Some(TaskKey::Chat(chat.to_owned())),
-        (None, Some((transport, id))) => Some(TaskKey::Session {
-            transport: transport.key_prefix(),
-            id: id.to_owned(),
-        }),
-        (None, None) => None,
-    };
-    Scope {
-        identity: caller.identity.clone(),
-        key,
     }
 }
 
@@ -245,231 +206,4 @@ pub async fn serve(
     drain.abort();
     tracing::info!("stopped");
     Ok(())
-}
-
-/// On SIGTERM/SIGINT: stop accepting, let tool calls finish for up to `grace`, cancel
-/// the rest, then close every session.
-async fn drain_on_signal(
-    app: Arc<App>,
-    signals: Signals,
-    stop_accepting: CancellationToken,
-    listener_closed: CancellationToken,
-    grace: Duration,
-) {
-    signals.wait().await;
-    let in_flight = app.calls.calls.count();
-    tracing::info!(
-        in_flight,
-        "shutting down: no new connections; waiting up to {} for tool calls in flight",
-        humantime::format_duration(grace)
-    );
-    stop_accepting.cancel();
-    listener_closed.cancelled().await;
-    tracing::info!("listening socket closed: new connections are refused");
-    if tokio::time::timeout(grace, app.calls.calls.idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            in_flight = app.calls.calls.count(),
-            "grace period over; cancelling the remaining tool calls"
-        );
-        app.calls.cancel_calls();
-    }
-    // Let the answers reach their clients before the sessions close.
-    let flushed = async {
-        app.calls.calls.idle().await;
-        app.responses.idle().await;
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
-    app.transport_shutdown.cancel();
-}
-
-/// The shutdown signals, registered up front: tokio only takes over a signal's default
-/// action (exit) once a handler for it exists.
-struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> anyhow::Result<Signals> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals {
-                term: signal(SignalKind::terminate())?,
-                int: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Signals {})
-        }
-    }
-
-    async fn wait(mut self) {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.term.recv() => {}
-                _ = self.int.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// The listener, with notice of when axum lets go of it (the socket is closed, so new
-/// connections are refused rather than left waiting in the accept queue).
-struct NoticeClose<L> {
-    inner: L,
-    _closed: tokio_util::sync::DropGuard,
-}
-
-impl<L: axum::serve::Listener> axum::serve::Listener for NoticeClose<L> {
-    type Io = L::Io;
-    type Addr = L::Addr;
-
-    fn accept(&mut self) -> impl std::future::Future<Output = (Self::Io, Self::Addr)> + Send {
-        self.inner.accept()
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// Drops bindings of sessions rmcp has expired or closed, and expires idle legacy sessions.
-async fn sweep_sessions(app: Arc<App>, sessions: Arc<LocalSessionManager>, idle: Duration) {
-    let period = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-    let mut last_expiry = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(period).await;
-        let live = sessions.sessions.read().await;
-        let gone: Vec<String> = app
-            .registry
-            .ids(Transport::StreamableHttp)
-            .into_iter()
-            .filter(|id| !live.contains_key(id.as_str()))
-            .collect();
-        drop(live);
-        for id in gone {
-            tracing::info!(session = %id, "session ended");
-            app.end_session(&id).await;
-        }
-        for (id, entry) in app.registry.idle(idle) {
-            if entry.transport == Transport::LegacySse {
-                tracing::info!(session = %id, "legacy SSE session expired");
-                app.end_session(&id).await;
-            }
-        }
-        if last_expiry.elapsed() >= STORE_EXPIRY_PERIOD {
-            last_expiry = tokio::time::Instant::now();
-            if let Err(err) = app.engine.store().expire().await {
-                tracing::warn!(error = %err, "could not remove expired store records");
-            }
-        }
-    }
-}
-
-/// How often `serve` removes store records whose retention is over.
-const STORE_EXPIRY_PERIOD: Duration = Duration::from_secs(3600);
-
-/// Authenticates every `/mcp` request, enforces the session binding and limits, and
-/// hands the caller's scope to the tools through the request extensions.
-async fn authenticate_mcp(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let caller = match app.auth.authenticate(request.headers()).await {
-        Ok(caller) => caller,
-        Err(err) => return err.into_response(),
-    };
-    let session_id = request
-        .headers()
-        .get(MCP_SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let method = request.method().clone();
-    let mut request = request;
-    let mut reservation = None;
-    if let Some(id) = &session_id {
-        if let Err(refusal) = app.registry.check(id, &caller.credential) {
-            return refusal.into_response();
-        }
-    } else if method == Method::POST {
-        // Look inside: an `initialize` opens a session and counts against the limits.
-        let (parts, body) = request.into_parts();
-        let bytes = match read_body(body, app.max_body).await {
-            Ok(bytes) => bytes,
-            Err(refusal) => return refusal,
-        };
-        if is_initialize(&bytes) {
-            // The slot is taken now, not when rmcp has answered: parallel initialize
-            // requests would otherwise all pass the limits before any is registered.
-            match app.registry.reserve(&caller.credential) {
-                Ok(slot) => reservation = Some(slot),
-                Err(refusal) => return refusal.into_response(),
-            }
-        }
-        request = Request::from_parts(parts, Body::from(bytes));
-    }
-    let scope = scope_for(
-        &caller,
-        request.headers(),
-        session_id
-            .as_deref()
-            .map(|id| (Transport::StreamableHttp, id)),
-    );
-    request.extensions_mut().insert(scope);
-    // A POST's response streams the tool call's progress and answer: count it until
-    // its body has been sent, so shutdown does not cut it off.
-    let streaming = (method == Method::POST).then(|| app.responses.enter());
-    let response = next.run(request).await;
-    let response = match streaming {
-        Some(guard) => response.map(|body| {
-            Body::from_stream(futures::StreamExt::map(
-                body.into_data_stream(),
-                move |chunk| {
-                    let _in_flight = &guard;
-                    chunk
-                },
-            ))
-        }),
-        None => response,
-    };
-    // No session id in the answer (an error, a refusal): the reservation is dropped
-    // here, which gives its slot back.
-    if let Some(slot) = reservation
-        && let Some(id) = response
-            .headers()
-            .get(MCP_SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-    {
-        tracing::info!(session = %id, user = %caller.identity.user.username, "session opened");
-        slot.commit(
-            id.to_owned(),
-            caller.identity.user.id,
-            Transport::StreamableHttp,
-        );
-    }
-    if method == Method::DELETE
-        && response.status().is_success()
-        && let Some(id) = &session_id
-    {
-        tracing::info!(session = %id, "session closed by the client");
-        app.end_session(id).await;
-    }
-    response
-}
-
-fn is_initialize(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        method: Option<String>,
-    }
-    serde_json::from_slice::<Probe>(body).is_ok_and(|p| p.method.as_deref() == Some("initialize"))
 }

@@ -62,7 +62,7 @@ impl IntoResponse for Refusal {
             Refusal::TooMany(message) => (StatusCode::TOO_MANY_REQUESTS, message),
         };
         tracing::info!(%status, %message, "session refused");
-        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+        super::body::error_response(status, &message)
     }
 }
 

@@ -14,14 +14,13 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
-use crate::coder::CoderClient;
-use crate::coder::types::User;
-use crate::engine::{
-    Caller, CreateError, CreateRequest, CreateWorkspaceResult, Engine, ProgressSink, TaskKey,
-};
+use crate::coder::Identity;
+use crate::engine::{Caller, CreateError, CreateRequest, Engine, ProgressSink, TaskKey};
+use crate::shutdown::{CallTracker, LinkedCancel};
 use args::{CreateWorkspaceArgs, ListTemplatesArgs, ReadTemplateArgs, parse_template_id};
-use results::{ListTemplatesResult, ParameterInfo, ReadTemplateResult, TemplateSummary};
-use tokio_util::sync::CancellationToken;
+use results::{
+    CreateWorkspaceResult, ListTemplatesResult, ParameterInfo, ReadTemplateResult, TemplateSummary,
+};
 
 /// Templates per `list_templates` page.
 pub const PAGE_SIZE: usize = 10;
@@ -36,13 +35,6 @@ One workspace per task: the name is the task's handle, so calling create_workspa
 (from any session, and after restarts) instead of creating another; without a name, this conversation's workspace is returned. \
 When it answers status \"building\" (or \"starting_agent\", \"running_startup_scripts\"), \
 call it again with name set to the answer's workspace_name to keep waiting.";
-
-/// The Coder user a session acts as.
-#[derive(Debug)]
-pub struct Identity {
-    pub client: CoderClient,
-    pub user: User,
-}
 
 /// Who is calling and in which conversation: fixed for a stdio process, decided per
 /// request (from the HTTP headers) over HTTP.
@@ -60,77 +52,6 @@ impl Scope {
             user: self.identity.user.id,
             key: self.key.clone(),
         }
-    }
-}
-
-/// A count of things in flight (tool calls, streamed responses) that can be awaited to zero.
-#[derive(Clone, Default)]
-pub struct InFlight(Arc<tokio::sync::watch::Sender<usize>>);
-
-impl InFlight {
-    pub fn enter(&self) -> InFlightGuard {
-        self.0.send_modify(|n| *n += 1);
-        InFlightGuard(self.0.clone())
-    }
-
-    pub fn count(&self) -> usize {
-        *self.0.borrow()
-    }
-
-    /// Resolves when nothing is in flight.
-    pub async fn idle(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
-    }
-}
-
-/// Leaves the count when dropped.
-pub struct InFlightGuard(Arc<tokio::sync::watch::Sender<usize>>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
-/// Shared by all sessions of an HTTP server: counts tool calls in flight and lets a
-/// graceful shutdown cancel them once its grace period is over.
-#[derive(Clone, Default)]
-pub struct CallTracker {
-    shutdown: CancellationToken,
-    pub calls: InFlight,
-}
-
-impl CallTracker {
-    fn enter(&self) -> InFlightGuard {
-        self.calls.enter()
-    }
-
-    /// Cancels every running and future tool call.
-    pub fn cancel_calls(&self) {
-        self.shutdown.cancel();
-    }
-
-    /// A token cancelled by the request's own cancellation or by shutdown.
-    fn link(&self, request: &CancellationToken) -> LinkedCancel {
-        let token = self.shutdown.child_token();
-        let (linked, request) = (token.clone(), request.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = request.cancelled() => linked.cancel(),
-                _ = linked.cancelled() => {}
-            }
-        });
-        LinkedCancel(token)
-    }
-}
-
-/// Cancels its token when dropped, which also ends the linking task.
-struct LinkedCancel(CancellationToken);
-
-impl Drop for LinkedCancel {
-    fn drop(&mut self) {
-        self.0.cancel();
     }
 }
 
@@ -326,7 +247,7 @@ impl WorkspaceServer {
             token: context.meta.get_progress_token(),
         };
         let linked = self.calls.as_ref().map(|calls| calls.link(&context.ct));
-        let cancel = linked.as_ref().map_or(&context.ct, |l| &l.0);
+        let cancel = linked.as_ref().map_or(&context.ct, LinkedCancel::token);
         let outcome = self
             .engine
             .create_workspace(
@@ -338,8 +259,8 @@ impl WorkspaceServer {
             )
             .await;
         match outcome {
-            Ok(result) => Ok(Json(result)),
-            Err(CreateError::Cancelled) if self.calls.as_ref().is_some_and(|c| c.shutdown.is_cancelled()) => {
+            Ok(answer) => Ok(Json(answer.into())),
+            Err(CreateError::Cancelled) if self.calls.as_ref().is_some_and(CallTracker::is_shutting_down) => {
                 Err("the server is shutting down, so it stopped waiting; the workspace itself keeps building in Coder (its page in the Coder dashboard shows how it goes).".into())
             }
             Err(err) => {

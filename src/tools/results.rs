@@ -1,5 +1,5 @@
-//! Structured results of `list_templates` and `read_template` (the output schemas
-//! clients see). `create_workspace`'s result lives with the engine.
+//! The structured results of the tools: the output schemas clients see, generated from
+//! these types (and snapshotted in `schemas/`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::coder::types::{Template, TemplateVersionParameter};
 use crate::engine::progress::truncate;
+use crate::engine::{AgentStatus, Answer, CallStatus, StartupScripts};
 
 /// Longest template description shown by `list_templates`.
 pub const LIST_DESCRIPTION_CHARS: usize = 200;
@@ -200,6 +201,149 @@ impl From<&TemplateVersionParameter> for ParameterInfo {
                 })
                 .collect(),
             validation: has_validation.then_some(validation),
+        }
+    }
+}
+
+/// The result of `create_workspace`. Field names follow Coder's own `create_workspace`
+/// chat tool (`created`, `workspace_name`, `status`, `message`, `agent_status`,
+/// `agent_error`, `startup_scripts`, `lifecycle_state`), plus what a caller needs next.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CreateWorkspaceResult {
+    /// True when this call created the workspace; false when the task's existing workspace was returned.
+    pub created: bool,
+    /// The workspace name (unique per owner): the task's handle. Calling create_workspace
+    /// again with this `name` (and the same template_id) returns this workspace from any
+    /// session, process or replica. Use it with `coder ssh <name>` and other Coder tools too.
+    pub workspace_name: String,
+    /// `already_exists`: the task's workspace was returned instead of creating another.
+    /// `building`, `starting_agent`, `running_startup_scripts`: this call stopped waiting
+    /// (see `--max-call-wait`) while the workspace is still coming up; call
+    /// `create_workspace` again with `name` set to `workspace_name` (and the same
+    /// template_id) to keep waiting for the same workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<CallStatusValue>,
+    /// A human-readable explanation of the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `not_ready`: the build succeeded but the agent did not connect in time (the
+    /// workspace exists; it may still come up). `no_agent`: the template defines no agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_status: Option<AgentStatusValue>,
+    /// Why the agent is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_error: Option<String>,
+    /// Set when the agent's startup scripts failed or did not finish in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_scripts: Option<StartupScriptsValue>,
+    /// The agent's lifecycle state when startup scripts failed (e.g. `start_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_state: Option<String>,
+    /// The last lines of the agent's startup log, when startup scripts failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub startup_log_tail: Vec<String>,
+    /// The workspace id (UUID). Absent only with `status: "building"` when this call
+    /// stopped waiting before Coder had created the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<Uuid>,
+    /// The workspace owner's username.
+    pub owner: String,
+    /// The template the workspace was built from.
+    pub template_id: Uuid,
+    pub template_name: String,
+    /// Coder's status of the workspace as a whole (not of a build): `running` means the
+    /// workspace is up; `starting` and `pending` that its build is still under way. One of
+    /// pending, starting, running, stopping, stopped, failed, canceling, canceled,
+    /// deleting, deleted.
+    pub workspace_status: String,
+    /// The number of the workspace's latest build (1 for a new workspace; each start,
+    /// stop or update adds one).
+    pub build_number: i64,
+    /// The workspace agent's name, when the template has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    /// The workspace's page in the Coder dashboard.
+    pub url: String,
+}
+
+/// How the call ended when it did not simply create a ready workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "CallStatus")]
+pub enum CallStatusValue {
+    AlreadyExists,
+    Building,
+    StartingAgent,
+    RunningStartupScripts,
+}
+
+/// Why the workspace agent is not usable yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "AgentStatus")]
+pub enum AgentStatusValue {
+    NotReady,
+    NoAgent,
+}
+
+/// How the agent's startup scripts went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "StartupScripts")]
+pub enum StartupScriptsValue {
+    StartupScriptsFailed,
+    StartupScriptsTimeout,
+}
+
+impl From<CallStatus> for CallStatusValue {
+    fn from(status: CallStatus) -> Self {
+        match status {
+            CallStatus::AlreadyExists => Self::AlreadyExists,
+            CallStatus::Building => Self::Building,
+            CallStatus::StartingAgent => Self::StartingAgent,
+            CallStatus::RunningStartupScripts => Self::RunningStartupScripts,
+        }
+    }
+}
+
+impl From<AgentStatus> for AgentStatusValue {
+    fn from(status: AgentStatus) -> Self {
+        match status {
+            AgentStatus::NotReady => Self::NotReady,
+            AgentStatus::NoAgent => Self::NoAgent,
+        }
+    }
+}
+
+impl From<StartupScripts> for StartupScriptsValue {
+    fn from(scripts: StartupScripts) -> Self {
+        match scripts {
+            StartupScripts::StartupScriptsFailed => Self::StartupScriptsFailed,
+            StartupScripts::StartupScriptsTimeout => Self::StartupScriptsTimeout,
+        }
+    }
+}
+
+impl From<Answer> for CreateWorkspaceResult {
+    fn from(answer: Answer) -> Self {
+        CreateWorkspaceResult {
+            created: answer.created,
+            workspace_name: answer.workspace_name,
+            status: answer.status.map(Into::into),
+            message: answer.message,
+            agent_status: answer.agent_status.map(Into::into),
+            agent_error: answer.agent_error,
+            startup_scripts: answer.startup_scripts.map(Into::into),
+            lifecycle_state: answer.lifecycle_state,
+            startup_log_tail: answer.startup_log_tail,
+            workspace_id: answer.workspace_id,
+            owner: answer.owner,
+            template_id: answer.template_id,
+            template_name: answer.template_name,
+            workspace_status: answer.workspace_status,
+            build_number: answer.build_number,
+            agent_name: answer.agent_name,
+            url: answer.url,
         }
     }
 }

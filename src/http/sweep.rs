@@ -1,0 +1,50 @@
+//! The periodic sweep of `serve`: sessions rmcp expired or closed, idle legacy sessions,
+//! and the store's expired records.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+
+use super::App;
+use super::sessions::Transport;
+
+/// Drops bindings of sessions rmcp has expired or closed, and expires idle legacy sessions.
+pub(super) async fn sweep_sessions(
+    app: Arc<App>,
+    sessions: Arc<LocalSessionManager>,
+    idle: Duration,
+) {
+    let period = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut last_expiry = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        let live = sessions.sessions.read().await;
+        let gone: Vec<String> = app
+            .registry
+            .ids(Transport::StreamableHttp)
+            .into_iter()
+            .filter(|id| !live.contains_key(id.as_str()))
+            .collect();
+        drop(live);
+        for id in gone {
+            tracing::info!(session = %id, "session ended");
+            app.end_session(&id).await;
+        }
+        for (id, entry) in app.registry.idle(idle) {
+            if entry.transport == Transport::LegacySse {
+                tracing::info!(session = %id, "legacy SSE session expired");
+                app.end_session(&id).await;
+            }
+        }
+        if last_expiry.elapsed() >= STORE_EXPIRY_PERIOD {
+            last_expiry = tokio::time::Instant::now();
+            if let Err(err) = app.engine.store().expire().await {
+                tracing::warn!(error = %err, "could not remove expired store records");
+            }
+        }
+    }
+}
+
+/// How often `serve` removes store records whose retention is over.
+const STORE_EXPIRY_PERIOD: Duration = Duration::from_secs(3600);
