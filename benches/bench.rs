@@ -2,13 +2,15 @@
 //!
 //! Everything runs against the simulated Coder, hosted in this process, and every
 //! figure is reported next to a baseline measured in the same run (Coder's own
-//! tool's 2-second polling, or a direct HTTP GET of the same Coder endpoint).
+//! tool's 2-second polling, a direct HTTP GET of the same Coder endpoint, or the
+//! in-memory store).
 //! Results go to stdout, `benches/results.json`, `benches/latency.svg`, and the
 //! marked section of `BENCHMARKS.md`. See BENCHMARKS.md for the method.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,12 +25,19 @@ use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+/// The tests' PostgreSQL harness, shared rather than copied: a private server (initdb and
+/// pg_ctl, as the `postgres` user when run as root), or the one `CODER_MCP_TEST_POSTGRES`
+/// names. The bench uses only part of it (not `stop`/`resume`), hence `dead_code`.
+#[allow(dead_code)]
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
+
 const TOKEN: &str = "bench-token-0000000000000000";
 
 struct Options {
     quick: bool,
     /// `--only <section>`: run one section (detection, requests, overhead, scale,
-    /// cold-start) and leave the written results alone.
+    /// cold-start, store) and leave the written results alone.
     only: Option<String>,
 }
 
@@ -151,12 +160,16 @@ async fn main() -> anyhow::Result<()> {
     if options.runs("cold-start") {
         report.cold_start = cold_start(&server, if options.quick { 10 } else { 30 }).await?;
         println!(
-            "cold start to initialize answered: p50={:.1} ms (min {:.1}); `--version` floor p50={:.1} ms; binary {:.1} MiB",
+            "cold start to initialize answered: p50={:.1} ms (min {:.1}), on a new store file p50={:.1} ms; `--version` floor p50={:.1} ms; binary {:.1} MiB",
             report.cold_start.p50_ms,
             report.cold_start.min_ms,
+            report.cold_start.new_store_p50_ms,
             report.cold_start.floor_p50_ms,
             report.cold_start.binary_bytes as f64 / (1024.0 * 1024.0)
         );
+    }
+    if options.runs("store") {
+        report.store = store_section(&server, options.quick).await?;
     }
     if let Some(only) = &options.only {
         println!("\n--only {only}: results not written");
@@ -278,10 +291,50 @@ fn machine_description() -> String {
 struct Serve {
     child: tokio::process::Child,
     url: String,
+    /// The temporary directory of its SQLite store, removed after the server.
+    _store: Option<tempfile::TempDir>,
+}
+
+/// The store a spawned server gets. Always explicit: without `--store` a server would
+/// use the user's own (`~/.local/state/coder-workspace-mcp/store.db`), and a benchmark
+/// must neither read nor grow that.
+enum StoreArg<'a> {
+    /// A new SQLite file in a temporary directory: what users run by default.
+    TempSqlite,
+    /// `--store memory`: nothing written anywhere (the store section's baseline).
+    Memory,
+    /// A PostgreSQL URL.
+    Postgres(&'a str),
+}
+
+impl StoreArg<'_> {
+    /// The `--store` value, and the directory to keep for as long as the server runs.
+    fn resolve(&self) -> anyhow::Result<(String, Option<tempfile::TempDir>)> {
+        Ok(match self {
+            StoreArg::TempSqlite => {
+                let dir = tempfile::tempdir().context("a temporary directory for the store")?;
+                let file = dir.path().join("store.db").display().to_string();
+                (file, Some(dir))
+            }
+            StoreArg::Memory => ("memory".to_owned(), None),
+            StoreArg::Postgres(url) => ((*url).to_owned(), None),
+        })
+    }
 }
 
 impl Serve {
+    /// `serve` on a fresh SQLite store of its own.
     async fn start(binary: &Path, coder: &str, extra: &[&str]) -> anyhow::Result<Serve> {
+        Serve::start_on(binary, coder, &StoreArg::TempSqlite, extra).await
+    }
+
+    async fn start_on(
+        binary: &Path,
+        coder: &str,
+        store: &StoreArg<'_>,
+        extra: &[&str],
+    ) -> anyhow::Result<Serve> {
+        let (store_arg, store_dir) = store.resolve()?;
         let mut child = tokio::process::Command::new(binary)
             .args([
                 "serve",
@@ -295,6 +348,8 @@ impl Serve {
                 "100000",
                 "--log-level",
                 "warn,coder_workspace_mcp::http=info",
+                "--store",
+                &store_arg,
             ])
             .args(extra)
             .env("CODER_URL", coder)
@@ -306,9 +361,12 @@ impl Serve {
             .spawn()
             .context("starting serve")?;
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        // What it said before listening, for the error if it never does (a store that
+        // cannot be opened is a start-up error).
+        let mut said = Vec::new();
         let url = loop {
             let Some(line) = lines.next_line().await? else {
-                bail!("serve exited before listening")
+                bail!("serve exited before listening: {}", said.join("\n"))
             };
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest
@@ -317,11 +375,13 @@ impl Serve {
                     .unwrap_or_default()
                     .to_owned();
             }
+            said.push(line);
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Serve {
             child,
             url: format!("{url}/mcp"),
+            _store: store_dir,
         })
     }
 
@@ -362,21 +422,27 @@ async fn deployment(
         let template = sim.add_template(TemplateSpec::named(&format!("tpl-{i}")));
         sim.set_build_plan(
             template.id,
-            BuildPlan {
-                queue_for: Duration::from_millis(10),
-                build_for: duration(i),
-                agent: AgentPlan {
-                    connect_after: Some(Duration::ZERO),
-                    scripts_for: Duration::ZERO,
-                    lifecycle_end: WorkspaceAgentLifecycle::Ready,
-                    startup_log: vec![],
-                },
-                ..BuildPlan::default()
-            },
+            ready_at_once(Duration::from_millis(10), duration(i)),
         );
         ids.push(template.id.to_string());
     }
     Ok((sim, ids))
+}
+
+/// A build queued for `queue_for`, running for `build_for`, whose agent is connected and
+/// ready the moment it ends.
+fn ready_at_once(queue_for: Duration, build_for: Duration) -> BuildPlan {
+    BuildPlan {
+        queue_for,
+        build_for,
+        agent: AgentPlan {
+            connect_after: Some(Duration::ZERO),
+            scripts_for: Duration::ZERO,
+            lifecycle_end: WorkspaceAgentLifecycle::Ready,
+            startup_log: vec![],
+        },
+        ..BuildPlan::default()
+    }
 }
 
 /// A small deterministic PRNG (xorshift), so runs are comparable.
@@ -626,11 +692,14 @@ async fn overhead(binary: &Path, calls: usize) -> anyhow::Result<Overhead> {
     let sim = ExternalSim::start(binary).await?;
     let token = SimCoder::DEMO_TOKEN;
 
+    let (store, _store_dir) = StoreArg::TempSqlite.resolve()?;
     let mut command = tokio::process::Command::new(binary);
     command
         .arg("stdio")
         .arg("--log-level")
         .arg("warn")
+        .arg("--store")
+        .arg(&store)
         .env("CODER_URL", &sim.url)
         .env("CODER_SESSION_TOKEN", token);
     let stdio = ().serve(rmcp::transport::TokioChildProcess::new(command)?).await?;
@@ -939,10 +1008,14 @@ async fn idle_session_cost(binary: &Path, sessions: usize) -> anyhow::Result<f64
 
 #[derive(Default, serde::Serialize)]
 struct ColdStart {
+    /// Starts on an SQLite store that exists already (every start after a user's first).
     p50_ms: f64,
     min_ms: f64,
+    /// Starts on a new store file, which the server creates and migrates first (a user's
+    /// first start).
+    new_store_p50_ms: f64,
     /// Baseline: the same binary's `--version` (exec, argument parsing, exit; no runtime,
-    /// no Coder), the floor any start pays.
+    /// no Coder, no store), the floor any start pays.
     floor_p50_ms: f64,
     binary_bytes: u64,
 }
@@ -951,31 +1024,45 @@ async fn cold_start(binary: &Path, runs: usize) -> anyhow::Result<ColdStart> {
     let (sim, _) = deployment(1, |_| Duration::from_secs(1)).await?;
     let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}});
-    let mut samples = Vec::new();
-    for _ in 0..runs {
-        let started = Instant::now();
-        let mut child = tokio::process::Command::new(binary)
-            .args(["stdio", "--log-level", "warn"])
-            .env("CODER_URL", sim.url())
-            .env("CODER_SESSION_TOKEN", TOKEN)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(format!("{initialize}\n").as_bytes())
-            .await?;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next_line().await?.context("no answer")?;
-        samples.push(started.elapsed().as_secs_f64() * 1000.0);
-        if !line.contains("\"serverInfo\"") {
-            bail!("unexpected initialize answer: {line}");
+    let start = |store: String| {
+        let (url, initialize) = (sim.url(), initialize.clone());
+        async move {
+            let started = Instant::now();
+            let mut child = tokio::process::Command::new(binary)
+                .args(["stdio", "--log-level", "warn", "--store", &store])
+                .env("CODER_URL", url)
+                .env("CODER_SESSION_TOKEN", TOKEN)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(format!("{initialize}\n").as_bytes())
+                .await?;
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let line = lines.next_line().await?.context("no answer")?;
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            if !line.contains("\"serverInfo\"") {
+                bail!("unexpected initialize answer: {line}");
+            }
+            drop(stdin);
+            let _ = child.wait().await;
+            anyhow::Ok(elapsed)
         }
-        drop(stdin);
-        let _ = child.wait().await;
+    };
+    // The existing store: made and migrated by a first start that is not measured.
+    let (existing, _existing_dir) = StoreArg::TempSqlite.resolve()?;
+    start(existing.clone()).await?;
+    let (mut samples, mut new_store) = (Vec::new(), Vec::new());
+    // Alternating, so both kinds of start see the same machine.
+    for _ in 0..runs {
+        samples.push(start(existing.clone()).await?);
+        let (fresh, _fresh_dir) = StoreArg::TempSqlite.resolve()?;
+        new_store.push(start(fresh).await?);
     }
+    new_store.sort_by(f64::total_cmp);
     samples.sort_by(f64::total_cmp);
     sim.shutdown().await;
     let mut floor = Vec::new();
@@ -995,9 +1082,527 @@ async fn cold_start(binary: &Path, runs: usize) -> anyhow::Result<ColdStart> {
     Ok(ColdStart {
         p50_ms: percentile(&samples, 50.0),
         min_ms: samples.first().copied().unwrap_or(0.0),
+        new_store_p50_ms: percentile(&new_store, 50.0),
         floor_p50_ms: percentile(&floor, 50.0),
         binary_bytes: std::fs::metadata(binary)?.len(),
     })
+}
+
+// ---- 6: the store ------------------------------------------------------------------
+
+#[derive(Default, serde::Serialize)]
+struct StoreBench {
+    /// The PostgreSQL server measured (none when its rows were skipped).
+    postgres: Option<PgInfo>,
+    /// Why the PostgreSQL rows were skipped, if they were.
+    postgres_skipped: Option<String>,
+    /// 6a, per store (`memory`, `sqlite`, `postgres`): sequential `create_workspace` round
+    /// trips of instant builds, each in a session of its own under a name of its own.
+    creates: BTreeMap<String, CreateLatency>,
+    /// Per store but memory: its p50 divided by memory's, in each interleaved round.
+    round_ratios: BTreeMap<String, Vec<f64>>,
+    /// 6a's builds in the simulator, from the workspace's creation to its build's end,
+    /// p50: the part of every round trip that is Coder's (simulated) build, whatever the
+    /// store (a zero-length build still steps through its log on tokio's 1 ms timer).
+    instant_build_p50_ms: f64,
+    /// 6b, per number of clients in flight and configuration ([`MEM1`], [`PG1`],
+    /// [`PG2`]; keyed by [`throughput_key`]): creates per second.
+    throughput: BTreeMap<String, Throughput>,
+    /// The numbers of clients with a call in flight at once (6b).
+    clients: Vec<usize>,
+}
+
+#[derive(Clone, serde::Serialize)]
+struct PgInfo {
+    /// Who runs it: a private server the bench started, or `CODER_MCP_TEST_POSTGRES`'s.
+    source: String,
+    version: String,
+    fsync: String,
+    synchronous_commit: String,
+}
+
+#[derive(Default, serde::Serialize)]
+struct CreateLatency {
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// This p50 minus the memory store's.
+    p50_added_ms: f64,
+    /// This p50 divided by the memory store's.
+    p50_ratio: f64,
+    /// Every round trip, sorted.
+    samples_ms: Vec<f64>,
+}
+
+#[derive(Default, serde::Serialize)]
+struct Throughput {
+    store: String,
+    replicas: usize,
+    clients: usize,
+    /// Creates over all rounds.
+    creates: usize,
+    seconds: f64,
+    creates_per_second: f64,
+    /// Creates per second in each interleaved round.
+    round_per_second: Vec<f64>,
+    /// Creates sent to each replica.
+    per_replica: Vec<usize>,
+    /// Calls that failed, or answered without creating the workspace they named.
+    errors: usize,
+    /// Distinct names requested, and how many of them Coder has exactly one workspace of.
+    names: usize,
+    names_with_one_workspace: usize,
+    /// The calls' round trips under this load.
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+const MEM1: &str = "memory, 1 replica";
+const PG1: &str = "PostgreSQL, 1 replica";
+const PG2: &str = "PostgreSQL, 2 replicas";
+/// Interleaved rounds of the sequential creates (6a) and of the concurrent ones (6b).
+const STORE_ROUNDS: usize = 5;
+const THROUGHPUT_ROUNDS: usize = 3;
+/// Clients with a call in flight at once (6b). Two loads, so that a limit inside the
+/// server (its PostgreSQL connection pool, a cap on critical sections at once) shows as
+/// the difference between them rather than going unseen.
+const CLIENT_LEVELS: [usize; 2] = [16, 8];
+
+fn throughput_key(clients: usize, label: &str) -> String {
+    format!("{clients} clients: {label}")
+}
+
+/// PostgreSQL for the section, from the tests' harness, with what it is running.
+struct BenchPostgres {
+    url: String,
+    info: PgInfo,
+    /// A private server, stopped when dropped.
+    _server: Option<postgres::PgServer>,
+}
+
+/// PostgreSQL, or why there is none (then its rows are skipped, unless the environment
+/// requires PostgreSQL as CI does with `CODER_MCP_REQUIRE_POSTGRES=1`).
+async fn postgres_for_bench() -> Result<BenchPostgres, String> {
+    // The harness is test code and panics when a PostgreSQL tool fails; in a task of its
+    // own that panic becomes the reason the rows are skipped instead of ending the run.
+    let found = tokio::spawn(postgres::database())
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            Ok(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "PostgreSQL could not be started".into()),
+            Err(e) => e.to_string(),
+        })?;
+    let Some((url, server)) = found else {
+        return Err(
+            "PostgreSQL is not installed (no initdb and pg_ctl on PATH or under /usr/lib/postgresql)"
+                .into(),
+        );
+    };
+    let source = if server.is_some() {
+        "a private server started by the bench (tests/common/postgres.rs), on loopback"
+    } else {
+        "the server CODER_MCP_TEST_POSTGRES names"
+    };
+    let info = pg_info(&url, source)
+        .await
+        .map_err(|e| format!("PostgreSQL does not answer: {e}"))?;
+    Ok(BenchPostgres {
+        url,
+        info,
+        _server: server,
+    })
+}
+
+/// The server's version and durability settings, reported with its figures (the tests'
+/// private server runs with `fsync=off`, which no production database would).
+async fn pg_info(url: &str, source: &str) -> Result<PgInfo, sqlx::Error> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let mut settings = Vec::new();
+    for name in ["server_version", "fsync", "synchronous_commit"] {
+        let value: String = sqlx::query_scalar("SELECT current_setting($1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+        settings.push(value);
+    }
+    conn.close().await?;
+    let [version, fsync, synchronous_commit] = <[String; 3]>::try_from(settings)
+        .map_err(|_| sqlx::Error::Protocol("three settings".into()))?;
+    Ok(PgInfo {
+        source: source.to_owned(),
+        version,
+        fsync,
+        synchronous_commit,
+    })
+}
+
+/// One `create_workspace` of a new workspace `name` in a session of its own (a session
+/// already bound to a workspace would be answered with that one): its round trip, in ms.
+async fn create_in_new_session(url: &str, template: &str, name: &str) -> anyhow::Result<f64> {
+    let client = http_client(url).await?;
+    let started = Instant::now();
+    let out = call(
+        &client,
+        "create_workspace",
+        json!({ "template_id": template, "name": name }),
+    )
+    .await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Ending the session is a store write too (the server forgets the session's key).
+    // rmcp waits for the DELETE and the server answers it after forgetting, so this,
+    // outside the clock, never overlaps the next measured call.
+    let _ = client.cancel().await;
+    let out = out?;
+    if out["created"] != true || out["workspace_name"] != name {
+        bail!("{name} was not created: {out}");
+    }
+    Ok(ms)
+}
+
+/// What one round of concurrent creates did.
+struct ConcurrentRound {
+    seconds: f64,
+    latencies_ms: Vec<f64>,
+    errors: usize,
+    per_replica: Vec<usize>,
+    /// Of the names requested, how many Coder then has exactly one workspace of.
+    names_with_one_workspace: usize,
+}
+
+/// Creates the workspaces `names` with `clients` clients at once, client `c` sending
+/// every `clients`th name to replica `c % replicas`, so each replica gets its share.
+/// Each create has a session of its own, opened before the clock starts and closed after
+/// it stops: the clock sees `create_workspace` calls only.
+async fn concurrent_creates(
+    serves: &[&Serve],
+    template: &str,
+    names: &[String],
+    clients: usize,
+) -> anyhow::Result<ConcurrentRound> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let mut per_replica = vec![0; serves.len()];
+    let mut workers = Vec::new();
+    for c in 0..clients {
+        let replica = c % serves.len();
+        let mine: Vec<String> = names.iter().skip(c).step_by(clients).cloned().collect();
+        per_replica[replica] += mine.len();
+        let url = serves[replica].url.clone();
+        let (barrier, template) = (barrier.clone(), template.to_owned());
+        workers.push(tokio::spawn(async move {
+            let mut sessions = Vec::with_capacity(mine.len());
+            let mut opened = Ok(());
+            for _ in &mine {
+                match http_client(&url).await {
+                    Ok(client) => sessions.push(client),
+                    Err(err) => {
+                        opened = Err(err);
+                        break;
+                    }
+                }
+            }
+            // Reached even when a session could not be opened, so nobody waits forever.
+            barrier.wait().await;
+            opened?;
+            let mut outcomes = Vec::with_capacity(mine.len());
+            for (client, name) in sessions.iter().zip(&mine) {
+                let started = Instant::now();
+                let out = call(
+                    client,
+                    "create_workspace",
+                    json!({ "template_id": template, "name": name }),
+                )
+                .await;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                outcomes.push(match out {
+                    Ok(out) if out["created"] == true && out["workspace_name"] == name.as_str() => {
+                        Ok(ms)
+                    }
+                    Ok(out) => Err(format!("{name}: not created: {out}")),
+                    Err(err) => Err(format!("{name}: {err:#}")),
+                });
+            }
+            anyhow::Ok((sessions, outcomes))
+        }));
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut finished = Vec::with_capacity(workers.len());
+    for worker in workers {
+        finished.push(worker.await?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut round = ConcurrentRound {
+        seconds,
+        latencies_ms: Vec::new(),
+        errors: 0,
+        per_replica,
+        names_with_one_workspace: 0,
+    };
+    let mut sessions = Vec::new();
+    for worker in finished {
+        let (clients, outcomes) = worker?;
+        sessions.extend(clients);
+        for outcome in outcomes {
+            match outcome {
+                Ok(ms) => round.latencies_ms.push(ms),
+                Err(err) => {
+                    if round.errors < 3 {
+                        let short: String = err.chars().take(300).collect();
+                        eprintln!("store: create failed: {short}");
+                    }
+                    round.errors += 1;
+                }
+            }
+        }
+    }
+    futures::future::join_all(sessions.into_iter().map(|s| s.cancel())).await;
+    Ok(round)
+}
+
+/// A simulated Coder with one template whose builds are instant: no queue, no build, the
+/// agent ready at once. A create's round trip is then the server's own work and Coder's
+/// answers, the same for every store, plus the store's.
+async fn instant_sim() -> anyhow::Result<(SimCoder, String)> {
+    let sim = SimCoder::start().await?;
+    sim.add_user("bench", TOKEN);
+    let template = sim.add_template(TemplateSpec::named("instant"));
+    sim.set_build_plan(template.id, ready_at_once(Duration::ZERO, Duration::ZERO));
+    Ok((sim, template.id.to_string()))
+}
+
+/// One run of 6b: `replicas` servers on `store` creating `names` with `clients` clients at
+/// once. Each run has a simulated Coder and servers of its own: the simulator's work per
+/// state change grows with the workspaces it holds, so a shared one would slow every run
+/// after the first, whatever the store.
+async fn throughput_run(
+    binary: &Path,
+    store: &StoreArg<'_>,
+    replicas: usize,
+    clients: usize,
+    names: &[String],
+) -> anyhow::Result<ConcurrentRound> {
+    let (sim, template) = instant_sim().await?;
+    let mut servers = Vec::with_capacity(replicas);
+    for _ in 0..replicas {
+        servers.push(Serve::start_on(binary, &sim.url(), store, &[]).await?);
+    }
+    let serves: Vec<&Serve> = servers.iter().collect();
+    // One create per client before the clock: the servers' connection pools (opened on
+    // demand) and the clients' HTTP connections are then open, as in a server at work.
+    let warm: Vec<String> = (0..clients).map(|i| format!("warm-{i}")).collect();
+    let warmed = concurrent_creates(&serves, &template, &warm, clients).await?;
+    let mut run = concurrent_creates(&serves, &template, names, clients).await?;
+    run.errors += warmed.errors;
+    // Exactly one workspace per name: none missing, none made twice.
+    let mut by_name: std::collections::HashMap<String, usize> = Default::default();
+    for ws in sim.workspaces() {
+        *by_name.entry(ws.name).or_default() += 1;
+    }
+    run.names_with_one_workspace = names
+        .iter()
+        .filter(|n| by_name.get(n.as_str()) == Some(&1))
+        .count();
+    drop(serves);
+    drop(servers);
+    sim.shutdown().await;
+    Ok(run)
+}
+
+async fn store_section(binary: &Path, quick: bool) -> anyhow::Result<StoreBench> {
+    let (sim, template) = instant_sim().await?;
+    let coder = sim.url();
+    let mut result = StoreBench {
+        clients: CLIENT_LEVELS.to_vec(),
+        ..Default::default()
+    };
+    let pg = match postgres_for_bench().await {
+        Ok(pg) => {
+            println!(
+                "store: PostgreSQL {} ({}; fsync={}, synchronous_commit={})",
+                pg.info.version, pg.info.source, pg.info.fsync, pg.info.synchronous_commit
+            );
+            result.postgres = Some(pg.info.clone());
+            Some(pg)
+        }
+        Err(why) => {
+            if std::env::var("CODER_MCP_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                bail!("PostgreSQL is required (CODER_MCP_REQUIRE_POSTGRES=1): {why}");
+            }
+            println!("store: PostgreSQL rows skipped: {why}");
+            result.postgres_skipped = Some(why);
+            None
+        }
+    };
+    let memory = Serve::start_on(binary, &coder, &StoreArg::Memory, &[]).await?;
+    let sqlite = Serve::start(binary, &coder, &[]).await?;
+    let postgres = match &pg {
+        Some(pg) => Some(Serve::start_on(binary, &coder, &StoreArg::Postgres(&pg.url), &[]).await?),
+        None => None,
+    };
+    let mut stores = vec![("memory", &memory), ("sqlite", &sqlite)];
+    if let Some(serve) = &postgres {
+        stores.push(("postgres", serve));
+    }
+
+    // 6a: the store's cost per create, one call at a time.
+    for (name, serve) in &stores {
+        for i in 0..5 {
+            create_in_new_session(&serve.url, &template, &format!("warm-{name}-{i}")).await?;
+        }
+    }
+    let per_round = if quick { 6 } else { 20 };
+    let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..STORE_ROUNDS {
+        // Interleaved call by call (the order rotating), so a noisy neighbour on a shared
+        // machine hits every store alike.
+        let mut this_round: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for i in 0..per_round {
+            for k in 0..stores.len() {
+                let (name, serve) = stores[(i + k) % stores.len()];
+                let ms =
+                    create_in_new_session(&serve.url, &template, &format!("{name}-{round}-{i}"))
+                        .await?;
+                this_round.entry(name).or_default().push(ms);
+            }
+        }
+        let mut p50 = BTreeMap::new();
+        for (name, round_samples) in this_round {
+            let mut sorted = round_samples.clone();
+            sorted.sort_by(f64::total_cmp);
+            p50.insert(name, percentile(&sorted, 50.0));
+            samples.entry(name).or_default().extend(round_samples);
+        }
+        for (name, _) in &stores[1..] {
+            result
+                .round_ratios
+                .entry(name.to_string())
+                .or_default()
+                .push(p50[name] / p50["memory"]);
+        }
+    }
+    let view = sim.view();
+    let mut builds: Vec<f64> = view
+        .workspaces()
+        .iter()
+        .filter_map(|ws| {
+            let completed = view.job_completed_at(ws.latest_build.id)?;
+            Some((completed - ws.created_at).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect();
+    builds.sort_by(f64::total_cmp);
+    result.instant_build_p50_ms = percentile(&builds, 50.0);
+    println!(
+        "store: the simulated instant builds took p50={:.2} ms (create to build end)",
+        result.instant_build_p50_ms
+    );
+    let mut memory_p50 = 0.0;
+    for (name, _) in &stores {
+        let mut all = samples.remove(name).unwrap_or_default();
+        all.sort_by(f64::total_cmp);
+        let p50 = percentile(&all, 50.0);
+        if *name == "memory" {
+            memory_p50 = p50;
+        }
+        let latency = CreateLatency {
+            p50_ms: p50,
+            p90_ms: percentile(&all, 90.0),
+            p99_ms: percentile(&all, 99.0),
+            max_ms: percentile(&all, 100.0),
+            p50_added_ms: p50 - memory_p50,
+            p50_ratio: p50 / memory_p50,
+            samples_ms: all,
+        };
+        println!(
+            "store create [{name:>8}]: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms; p50 +{:.2} ms, {:.2}x memory; per round {:.2?}",
+            latency.samples_ms.len(),
+            latency.p50_ms,
+            latency.p90_ms,
+            latency.p99_ms,
+            latency.max_ms,
+            latency.p50_added_ms,
+            latency.p50_ratio,
+            result.round_ratios.get(*name).cloned().unwrap_or_default()
+        );
+        result.creates.insert(name.to_string(), latency);
+    }
+
+    drop((memory, sqlite, postgres));
+    sim.shutdown().await;
+
+    // 6b: creates per second with many clients at once, through one or two replicas.
+    // (label, store, tag for the names, its --store, replicas)
+    let mut configs: Vec<(&str, &str, &str, StoreArg, usize)> =
+        vec![(MEM1, "memory", "mem1", StoreArg::Memory, 1)];
+    if let Some(pg) = &pg {
+        configs.push((PG1, "postgres", "pg1", StoreArg::Postgres(&pg.url), 1));
+        configs.push((PG2, "postgres", "pg2", StoreArg::Postgres(&pg.url), 2));
+    }
+    let creates = if quick { 60 } else { 200 };
+    let mut latencies: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for round in 0..THROUGHPUT_ROUNDS {
+        for clients in CLIENT_LEVELS {
+            // The order rotates with the rounds, so no configuration always runs first.
+            for k in 0..configs.len() {
+                let (label, store, tag, arg, replicas) = &configs[(round + k) % configs.len()];
+                let key = throughput_key(clients, label);
+                // Distinct across runs too: the PostgreSQL database is the same for all.
+                let names: Vec<String> = (0..creates)
+                    .map(|i| format!("{tag}-c{clients}-{round}-{i}"))
+                    .collect();
+                let outcome = throughput_run(binary, arg, *replicas, clients, &names).await?;
+                let run = result
+                    .throughput
+                    .entry(key.clone())
+                    .or_insert_with(|| Throughput {
+                        store: store.to_string(),
+                        replicas: *replicas,
+                        clients,
+                        per_replica: vec![0; *replicas],
+                        ..Default::default()
+                    });
+                run.creates += creates;
+                run.seconds += outcome.seconds;
+                run.errors += outcome.errors;
+                run.names += names.len();
+                run.names_with_one_workspace += outcome.names_with_one_workspace;
+                run.round_per_second.push(creates as f64 / outcome.seconds);
+                for (total, n) in run.per_replica.iter_mut().zip(&outcome.per_replica) {
+                    *total += n;
+                }
+                latencies
+                    .entry(key)
+                    .or_default()
+                    .extend(outcome.latencies_ms);
+            }
+        }
+    }
+    for (key, run) in result.throughput.iter_mut() {
+        let mut all = latencies.remove(key).unwrap_or_default();
+        all.sort_by(f64::total_cmp);
+        run.p50_ms = percentile(&all, 50.0);
+        run.p99_ms = percentile(&all, 99.0);
+        run.creates_per_second = run.creates as f64 / run.seconds;
+        println!(
+            "store throughput [{key}]: {:.0} creates/s (rounds {:.0?}); {} creates to replicas {:?}; {} errors; {} of {} names with exactly one workspace; call p50={:.1} ms p99={:.1} ms",
+            run.creates_per_second,
+            run.round_per_second,
+            run.creates,
+            run.per_replica,
+            run.errors,
+            run.names_with_one_workspace,
+            run.names,
+            run.p50_ms,
+            run.p99_ms
+        );
+    }
+    // After the servers, so none of them sees its database vanish.
+    drop(pg);
+    Ok(result)
 }
 
 // ---- report ------------------------------------------------------------------------
@@ -1020,6 +1625,7 @@ struct Report {
     overhead: Overhead,
     scale: Scale,
     cold_start: ColdStart,
+    store: StoreBench,
 }
 
 impl Report {
@@ -1131,14 +1737,103 @@ impl Report {
         }
         let c = &self.cold_start;
         out.push_str(&format!(
-            "| cold start to `initialize` answered (stdio), p50 | {:.1} ms (min {:.1} ms) | {:.1} ms (`--version`: exec and exit) | < 20 ms: {} |\n",
-            c.p50_ms, c.min_ms, c.floor_p50_ms, mark(c.p50_ms < 20.0)
+            "| cold start to `initialize` answered (stdio, existing SQLite store), p50 | {:.1} ms (min {:.1} ms); first start, new store file: {:.1} ms | {:.1} ms (`--version`: exec and exit) | < 20 ms: {} |\n",
+            c.p50_ms, c.min_ms, c.new_store_p50_ms, c.floor_p50_ms, mark(c.p50_ms < 20.0)
         ));
         out.push_str(&format!(
-            "| release binary size | {:.1} MiB | | |\n\n",
+            "| release binary size | {:.1} MiB | | |\n",
             c.binary_bytes as f64 / (1024.0 * 1024.0)
         ));
+        out.push_str(&self.store_rows());
+        out.push('\n');
         out.push_str("![detection latency, ours vs 2 s polling](benches/latency.svg)\n");
+        out
+    }
+
+    /// The store section's rows (6a, 6b).
+    fn store_rows(&self) -> String {
+        let st = &self.store;
+        let mut out = String::new();
+        let mark = |ok: bool| if ok { "met" } else { "**missed**" };
+        let postgres = st.postgres.as_ref().map_or_else(
+            || "PostgreSQL".to_owned(),
+            |pg| {
+                format!(
+                    "PostgreSQL {} (loopback, fsync={})",
+                    pg.version.split_whitespace().next().unwrap_or(""),
+                    pg.fsync
+                )
+            },
+        );
+        let skipped = st.postgres_skipped.as_deref().unwrap_or("not measured");
+        if let Some(memory) = st.creates.get("memory") {
+            for (name, label) in [
+                ("sqlite", "SQLite file (the default)"),
+                ("postgres", &postgres),
+            ] {
+                let Some(l) = st.creates.get(name) else {
+                    out.push_str(&format!(
+                        "| store cost per create, {label} | skipped: {skipped} | | |\n"
+                    ));
+                    continue;
+                };
+                let rounds = st.round_ratios.get(name).cloned().unwrap_or_default();
+                let (lo, hi) = rounds
+                    .iter()
+                    .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+                out.push_str(&format!(
+                    "| store cost per create, {label}: `create_workspace` of an instant build, {} sequential calls, p50 (p90) | {:.2} ms ({:.2} ms): p50 +{:.2} ms, {:.2}× (rounds {:.2}–{:.2}×) | `--store memory`: {:.2} ms ({:.2} ms) | |\n",
+                    l.samples_ms.len(), l.p50_ms, l.p90_ms, l.p50_added_ms, l.p50_ratio, lo, hi,
+                    memory.p50_ms, memory.p90_ms
+                ));
+            }
+        }
+        let sound = |r: &Throughput| r.errors == 0 && r.names_with_one_workspace == r.names;
+        let check = |r: &Throughput| {
+            format!(
+                "{} creates, {} errors, {} of {} names with exactly one workspace",
+                r.creates, r.errors, r.names_with_one_workspace, r.names
+            )
+        };
+        let (lo_hi, t) = (
+            |rounds: Vec<f64>| {
+                rounds
+                    .iter()
+                    .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)))
+            },
+            |clients: usize, label: &str| st.throughput.get(&throughput_key(clients, label)),
+        );
+        for &clients in &st.clients {
+            match (t(clients, PG2), t(clients, PG1), t(clients, MEM1)) {
+                (Some(two), Some(one), Some(mem)) => {
+                    let per_round = |a: &Throughput, b: &Throughput| {
+                        lo_hi(
+                            a.round_per_second
+                                .iter()
+                                .zip(&b.round_per_second)
+                                .map(|(a, b)| a / b)
+                                .collect(),
+                        )
+                    };
+                    let (lo, hi) = per_round(two, one);
+                    let (mlo, mhi) = per_round(two, mem);
+                    out.push_str(&format!(
+                        "| creates per second, {clients} clients at once, two replicas sharing one {postgres} | {:.0}/s: {:.2}× one replica (rounds {:.2}–{:.2}×), {:.2}× one on memory (rounds {:.2}–{:.2}×); call p50 (p99) {:.1} ms ({:.1} ms); {} (split {:?}) | one replica on PostgreSQL: {:.0}/s, p50 (p99) {:.1} ms ({:.1} ms), {}; one on `--store memory`: {:.0}/s, {:.1} ms ({:.1} ms), {} | one workspace per name, no errors: {} |\n",
+                        two.creates_per_second, two.creates_per_second / one.creates_per_second, lo, hi,
+                        two.creates_per_second / mem.creates_per_second, mlo, mhi,
+                        two.p50_ms, two.p99_ms, check(two), two.per_replica,
+                        one.creates_per_second, one.p50_ms, one.p99_ms, check(one),
+                        mem.creates_per_second, mem.p50_ms, mem.p99_ms, check(mem),
+                        mark(sound(two) && sound(one) && sound(mem))
+                    ));
+                }
+                (_, _, Some(mem)) => out.push_str(&format!(
+                    "| creates per second, {clients} clients at once, replicas on PostgreSQL | skipped: {skipped} | one `serve` on `--store memory`: {:.0}/s; {} | one workspace per name, no errors: {} |\n",
+                    mem.creates_per_second, check(mem), mark(sound(mem))
+                )),
+                _ => {}
+            }
+        }
         out
     }
 
