@@ -1,9 +1,12 @@
 //! `demo`: the whole flow against the built-in simulated Coder, through a real MCP
 //! session with this very binary (spawned in stdio mode), so a newcomer sees the
-//! product work without a Coder deployment. Everything is written to stderr.
+//! product work without a Coder deployment. The story and the live progress go to
+//! stderr; each tool's result goes to stdout, so it can be piped (`demo | jq`).
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -16,12 +19,14 @@ use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
-use crate::config::Cli;
+use crate::cli::DemoArgs;
 use crate::sim::SimCoder;
 
-/// Prints progress notifications as they arrive.
+/// Prints progress notifications as they arrive, while a call is running (one that
+/// arrives after its call's result would print out of order, so it is not shown).
 struct DemoClient {
     started: Instant,
+    calling: Arc<AtomicBool>,
 }
 
 impl ClientHandler for DemoClient {
@@ -30,6 +35,9 @@ impl ClientHandler for DemoClient {
         params: ProgressNotificationParam,
         _: NotificationContext<RoleClient>,
     ) {
+        if !self.calling.load(Ordering::SeqCst) {
+            return;
+        }
         let percent = params
             .total
             .map(|t| params.progress / t * 100.0)
@@ -50,7 +58,7 @@ impl ClientHandler for DemoClient {
 }
 
 /// Runs the demo.
-pub async fn run(cli: &Cli) -> anyhow::Result<()> {
+pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let sim = SimCoder::start_demo()
         .await
         .context("starting the simulated Coder")?;
@@ -58,16 +66,13 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         "Simulated Coder listening on {} (user \"demo\").",
         sim.url()
     );
-    // The demo's own store, unless one is given: it shows the durable path without
-    // leaving demo records in the user's store.
+    // The demo's own store: it shows the durable path without leaving demo records in
+    // the user's store.
     let scratch =
         std::env::temp_dir().join(format!("coder-workspace-mcp-demo-{}", std::process::id()));
-    let store = match &cli.store.store {
-        Some(_) => None,
-        None => Some(scratch.join("store.db")),
-    };
     eprintln!("Starting `coder-workspace-mcp stdio` against it and talking MCP to it...\n");
-    let outcome = demo(cli, &sim, store.as_deref()).await;
+    let log_level = args.log.log_level.as_deref().unwrap_or("warn");
+    let outcome = demo(log_level, &sim, &scratch.join("store.db")).await;
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&scratch);
     outcome?;
@@ -77,145 +82,130 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Client = rmcp::service::RunningService<RoleClient, DemoClient>;
-
-/// This binary in stdio mode against the simulator, as an MCP client sees it.
-async fn start_server(cli: &Cli, sim: &SimCoder, store: Option<&Path>) -> anyhow::Result<Client> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let mut command = tokio::process::Command::new(exe);
-    command
-        .arg("stdio")
-        .arg("--max-call-wait")
-        .arg("0")
-        .arg("--log-level")
-        .arg(cli.log_level.as_deref().unwrap_or("warn"))
-        .env("CODER_URL", sim.url())
-        .env("CODER_SESSION_TOKEN", SimCoder::DEMO_TOKEN);
-    if let Some(store) = store {
-        command.arg("--store").arg(store);
-    }
-    let transport = TokioChildProcess::new(command).context("starting the MCP server")?;
-    DemoClient {
-        started: Instant::now(),
-    }
-    .serve(transport)
-    .await
-    .context("MCP initialization")
+/// An MCP session with this binary in stdio mode, against the simulator.
+struct Session {
+    client: rmcp::service::RunningService<RoleClient, DemoClient>,
+    calling: Arc<AtomicBool>,
 }
 
-async fn demo(cli: &Cli, sim: &SimCoder, store: Option<&Path>) -> anyhow::Result<()> {
-    let client = start_server(cli, sim, store).await?;
-    if let Some(server) = client.peer_info().and_then(|info| info.server_info.clone()) {
+impl Session {
+    async fn start(log_level: &str, sim: &SimCoder, store: &Path) -> anyhow::Result<Session> {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .args(["stdio", "--max-call-wait", "0", "--log-level", log_level])
+            .arg("--store")
+            .arg(store)
+            .env("CODER_URL", sim.url())
+            .env("CODER_SESSION_TOKEN", SimCoder::DEMO_TOKEN);
+        let transport = TokioChildProcess::new(command).context("starting the MCP server")?;
+        let calling = Arc::new(AtomicBool::new(false));
+        let client = DemoClient {
+            started: Instant::now(),
+            calling: calling.clone(),
+        }
+        .serve(transport)
+        .await
+        .context("MCP initialization")?;
+        Ok(Session { client, calling })
+    }
+
+    /// Calls `tool`, shows its progress meanwhile, and prints its result on stdout.
+    async fn call(&self, tool: &'static str, arguments: Value) -> anyhow::Result<Value> {
+        let params = CallToolRequestParams::new(tool)
+            .with_arguments(arguments.as_object().cloned().unwrap_or_default());
+        self.calling.store(true, Ordering::SeqCst);
+        let result = self.client.call_tool(params).await;
+        self.calling.store(false, Ordering::SeqCst);
+        let result = result.with_context(|| format!("calling {tool}"))?;
+        if result.is_error == Some(true) {
+            let text: Vec<String> = result
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect();
+            anyhow::bail!("{tool} failed: {}", text.join(" "));
+        }
+        let value = result
+            .structured_content
+            .with_context(|| format!("{tool} returned no structured content"))?;
+        println!("{}", serde_json::to_string_pretty(&value)?); // stdout-ok: the demo's results
+        Ok(value)
+    }
+
+    async fn end(self) {
+        self.client.cancel().await.ok();
+    }
+}
+
+async fn demo(log_level: &str, sim: &SimCoder, store: &Path) -> anyhow::Result<()> {
+    let session = Session::start(log_level, sim, store).await?;
+    if let Some(server) = session
+        .client
+        .peer_info()
+        .and_then(|info| info.server_info.clone())
+    {
         eprintln!("Connected: {} {}\n", server.name, server.version);
     }
 
-    eprintln!("1) list_templates");
-    let listed = call(&client, "list_templates", json!({})).await?;
+    eprintln!("1) list_templates (result on stdout)");
+    let listed = session.call("list_templates", json!({})).await?;
     let templates = listed["templates"].as_array().cloned().unwrap_or_default();
-    for t in &templates {
-        eprintln!(
-            "   - {} ({}), {} active users: {}",
-            t["name"].as_str().unwrap_or_default(),
-            t["id"].as_str().unwrap_or_default(),
-            t["active_user_count"],
-            t["description"].as_str().unwrap_or_default()
-        );
-    }
     let template = templates
         .first()
         .context("the simulated Coder has no templates")?;
     let template_id = template["id"].as_str().unwrap_or_default().to_owned();
 
     eprintln!("\n2) read_template {{template_id: {template_id}}}");
-    let read = call(
-        &client,
-        "read_template",
-        json!({ "template_id": template_id }),
-    )
-    .await?;
+    let read = session
+        .call("read_template", json!({ "template_id": template_id }))
+        .await?;
+    // Pick the last option where there is a choice, to show parameters at work.
     let mut parameters = serde_json::Map::new();
     for p in read["parameters"].as_array().cloned().unwrap_or_default() {
-        let options: Vec<&str> = p["options"]
+        let last = p["options"]
             .as_array()
-            .map(|o| o.iter().filter_map(|o| o["value"].as_str()).collect())
-            .unwrap_or_default();
-        eprintln!(
-            "   - {} ({}){}{}",
-            p["name"].as_str().unwrap_or_default(),
-            p["type"].as_str().unwrap_or_default(),
-            p["default_value"]
-                .as_str()
-                .map(|d| format!(", default {d:?}"))
-                .unwrap_or_default(),
-            if options.is_empty() {
-                String::new()
-            } else {
-                format!(", one of {options:?}")
-            },
-        );
-        // Pick the last option where there is a choice, to show parameters at work.
-        if let Some(last) = options.last() {
-            parameters.insert(
-                p["name"].as_str().unwrap_or_default().to_owned(),
-                json!(last),
-            );
+            .and_then(|o| o.iter().filter_map(|o| o["value"].as_str()).next_back());
+        if let (Some(name), Some(last)) = (p["name"].as_str(), last) {
+            parameters.insert(name.to_owned(), json!(last));
         }
     }
 
     let arguments =
         json!({ "template_id": template_id, "name": "demo-workspace", "parameters": parameters });
-    eprintln!("\n3) create_workspace {arguments}");
-    let created = call(&client, "create_workspace", arguments.clone()).await?;
-    eprintln!("\nResult:\n{}", serde_json::to_string_pretty(&created)?);
+    eprintln!("\n3) create_workspace {arguments} (progress below)");
+    let created = session.call("create_workspace", arguments.clone()).await?;
 
-    eprintln!("\n4) create_workspace again, same session: idempotent");
-    let again = call(&client, "create_workspace", arguments.clone()).await?;
+    eprintln!("\n4) create_workspace again, same session: the same workspace");
+    let again = session.call("create_workspace", arguments.clone()).await?;
     eprintln!(
-        "   created: {}, status: {}, message: {}",
-        again["created"], again["status"], again["message"]
+        "   created: {}, status: {}, same workspace: {}",
+        again["created"],
+        again["status"],
+        again["workspace_id"] == created["workspace_id"]
     );
-    client.cancel().await.ok();
+    session.end().await;
 
     eprintln!(
         "\n5) the server restarted (a new process), create_workspace with the same name: the store remembers"
     );
-    let client = start_server(cli, sim, store).await?;
-    let restarted = call(&client, "create_workspace", arguments).await?;
+    let session = Session::start(log_level, sim, store).await?;
+    let restarted = session.call("create_workspace", arguments).await?;
     eprintln!(
         "   created: {}, status: {}, same workspace: {}",
         restarted["created"],
         restarted["status"],
         restarted["workspace_id"] == created["workspace_id"]
     );
-    client.cancel().await.ok();
+    session.end().await;
     Ok(())
-}
-
-async fn call(client: &Client, tool: &'static str, arguments: Value) -> anyhow::Result<Value> {
-    let params = CallToolRequestParams::new(tool)
-        .with_arguments(arguments.as_object().cloned().unwrap_or_default());
-    let result = client
-        .call_tool(params)
-        .await
-        .with_context(|| format!("calling {tool}"))?;
-    if result.is_error == Some(true) {
-        let text: Vec<String> = result
-            .content
-            .iter()
-            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-            .collect();
-        anyhow::bail!("{tool} failed: {}", text.join(" "));
-    }
-    result
-        .structured_content
-        .with_context(|| format!("{tool} returned no structured content"))
 }
 
 /// `sim`: the simulated Coder on its own, until Ctrl-C.
 pub async fn run_simulator(listen: SocketAddr) -> anyhow::Result<()> {
     let sim = SimCoder::start_demo_on(listen)
         .await
-        .context("starting the simulated Coder")?;
+        .with_context(|| format!("starting the simulated Coder on {listen}"))?;
     eprintln!("Simulated Coder listening on {}", sim.url());
     eprintln!(
         "  CODER_URL={} CODER_SESSION_TOKEN={}",

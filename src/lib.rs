@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod coder;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod engine;
 pub mod http;

@@ -13,7 +13,11 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         .args(args)
         .env_remove("CODER_URL")
         .env_remove("CODER_SESSION_TOKEN")
-        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests");
+        .env_remove("CODER_MCP_AUTH_TOKEN")
+        .env_remove("CODER_MCP_STORE")
+        .env_remove("CODER_MCP_STDIO_SESSION")
+        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
+        .stdin(std::process::Stdio::null());
     for (k, v) in env {
         command.env(k, v);
     }
@@ -106,7 +110,11 @@ async fn the_coder_cli_login_is_used_when_nothing_else_is_given() {
         .env_remove("CODER_MCP_STORE")
         .env("XDG_STATE_HOME", dir.join("state"))
         .env("CODER_CONFIG_DIR", &dir);
-    let transport = rmcp::transport::TokioChildProcess::new(command).unwrap();
+    // The child's log is the test's to read, not cargo test's output.
+    let (transport, _stderr) = rmcp::transport::TokioChildProcess::builder(command)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let client = rmcp::ServiceExt::serve(common::Recorder::default(), transport)
         .await
         .unwrap();
@@ -219,21 +227,72 @@ fn the_demo_runs_the_whole_flow() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stderr}");
+    // The story and the progress on stderr, in order.
+    let mut at = 0;
     for expected in [
-        "list_templates",
-        "read_template",
-        "create_workspace",
-        "\"created\": true",
-        "already_exists",
+        "1) list_templates",
+        "2) read_template",
+        "3) create_workspace",
         "is ready",
+        "4) create_workspace again",
+        "same workspace: true",
+        "5) the server restarted",
         "same workspace: true",
     ] {
+        let found = stderr[at..].find(expected);
         assert!(
-            stderr.contains(expected),
-            "demo output lacks {expected:?}: {stderr}"
+            found.is_some(),
+            "demo stderr lacks {expected:?} after byte {at}: {stderr}"
         );
+        at += found.unwrap_or_default() + expected.len();
     }
+    // The results on stdout: JSON only, one per call, in call order.
+    let results: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("stdout is not JSON values ({e}): {stdout}"));
+    assert_eq!(results.len(), 5, "{stdout}");
+    assert!(results[0]["templates"].is_array());
+    assert!(results[1]["parameters"].is_array());
+    assert_eq!(results[2]["created"], true);
+    assert_eq!(results[3]["status"], "already_exists");
+    assert_eq!(results[4]["status"], "already_exists");
+    assert_eq!(results[4]["workspace_id"], results[2]["workspace_id"]);
+}
+
+/// Each command takes only its own flags: the demo does not silently ignore a Coder URL,
+/// nor the simulator a time limit.
+#[test]
+fn commands_refuse_flags_that_are_not_theirs() {
+    for args in [
+        &["demo", "--coder-url", "http://nowhere.invalid"][..],
+        &["sim", "--max-call-wait", "5s"],
+        &["serve", "--stdio-session", "x"],
+        &["--listen", "127.0.0.1:0", "serve"],
+    ] {
+        let (code, stderr) = run(args, &[]);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("error:"), "{args:?}: {stderr}");
+    }
+}
+
+/// A URL that is not one is named as such (no request was made).
+#[test]
+fn a_coder_url_that_is_not_a_url_is_named_as_such() {
+    let (code, stderr) = run(
+        &["stdio"],
+        &[("CODER_URL", "not-a-url"), ("CODER_SESSION_TOKEN", TOKEN)],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(
+            "invalid Coder URL from --coder-url/CODER_URL: \"not-a-url\" is not a valid URL"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unexpected answer"), "{stderr}");
 }
 
 #[test]
@@ -312,9 +371,15 @@ fn serve_help_explains_the_http_flags() {
 
 #[test]
 fn shared_identity_requires_an_auth_token() {
-    let (code, stderr) = run(&["serve", "--shared-identity"], &[]);
-    assert_eq!(code, 2);
-    assert!(stderr.contains("--auth-token"), "{stderr}");
+    let (code, stderr) = run(
+        &["serve", "--shared-identity"],
+        &[("CODER_MCP_AUTH_TOKEN", "")],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("--auth-token") && stderr.contains("CODER_MCP_AUTH_TOKEN"),
+        "{stderr}"
+    );
 }
 
 /// A bad store URL is a start-up error that never shows its password, from the flag and

@@ -315,27 +315,21 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 fn normalize_base_url(raw: &str) -> Result<String, CoderError> {
     let trimmed = raw.trim().trim_end_matches('/');
-    let parsed = reqwest::Url::parse(trimmed).map_err(|e| CoderError::Decode {
-        what: "the Coder URL".into(),
-        reason: format!("{trimmed:?} is not a valid URL ({e})"),
-    })?;
+    let parsed = reqwest::Url::parse(trimmed)
+        .map_err(|e| CoderError::InvalidUrl(format!("{trimmed:?} is not a valid URL ({e})")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(CoderError::Decode {
-            what: "the Coder URL".into(),
-            reason: format!("{trimmed:?} must start with https:// or http://"),
-        });
+        return Err(CoderError::InvalidUrl(format!(
+            "{trimmed:?} must start with https:// or http://"
+        )));
     }
     // Credentials in the URL would be echoed in every error and dashboard link we print;
     // Coder authenticates with the session token, so refuse them without repeating them.
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(CoderError::Decode {
-            what: "the Coder URL".into(),
-            reason: format!(
-                "\"{}://…@{}\" contains a user name or password; remove it and pass the session token with CODER_SESSION_TOKEN",
-                parsed.scheme(),
-                parsed.host_str().unwrap_or_default()
-            ),
-        });
+        return Err(CoderError::InvalidUrl(format!(
+            "\"{}://…@{}\" contains a user name or password; remove it and pass the session token with CODER_SESSION_TOKEN",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or_default()
+        )));
     }
     Ok(trimmed.to_owned())
 }

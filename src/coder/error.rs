@@ -12,6 +12,9 @@ pub enum CoderError {
     /// Coder could not be reached (connection refused, DNS, TLS, timeout...).
     #[error("could not reach Coder at {url}: {reason}")]
     Network { url: String, reason: String },
+    /// The Coder URL itself is unusable (no request was made).
+    #[error("{0}")]
+    InvalidUrl(String),
     /// Coder answered with something we could not understand.
     #[error("unexpected answer from Coder for {what}: {reason}")]
     Decode { what: String, reason: String },
@@ -51,7 +54,7 @@ impl CoderError {
         match self {
             Self::Network { .. } => true,
             Self::Api { status, .. } => *status == 429 || *status >= 500,
-            Self::Decode { .. } => false,
+            Self::Decode { .. } | Self::InvalidUrl(_) => false,
         }
     }
 }

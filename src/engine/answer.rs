@@ -3,7 +3,7 @@
 
 use super::create::Call;
 use super::decide::Found;
-use super::outcome::{AgentStatus, CallStatus, CreateError, Answer, StartupScripts};
+use super::outcome::{AgentStatus, Answer, CallStatus, CreateError, StartupScripts};
 use super::progress::{Phase, truncate};
 use super::wait::{Readiness, describe_phase};
 use crate::coder::types::{Template, Workspace};

@@ -24,7 +24,7 @@ use super::decide::{Action, Ask, Found, NewName, Replacing, ResumeNote, Target, 
 use super::keys::{Caller, KeyLocks, TaskKey, name_key};
 use super::lock::{Locked, TaskLock};
 use super::names::{canonical_name, generate_name, name_problem};
-use super::outcome::{CreateError, Answer};
+use super::outcome::{Answer, CreateError};
 use super::params::{parameter_differences, validate_parameters};
 use super::progress::{Phase, ProgressSink, ProgressTracker};
 use super::resolve::Records;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::answer::Origin;
 use super::create::{Call, Checked, Task, sleep_until_opt};
 use super::decide::{Found, found_state, unusable};
-use super::outcome::{CreateError, Answer};
+use super::outcome::{Answer, CreateError};
 use super::progress::Phase;
 use super::wait::Readiness;
 use crate::store::{LockError, StoreLock};
@@ -128,11 +128,7 @@ impl Call<'_> {
 
     /// The `building` answer of a call whose time ran out while another call of its task
     /// held the lock: what the store says that call is making.
-    async fn not_in_time(
-        &mut self,
-        task: &Task,
-        checked: &Checked,
-    ) -> Result<Answer, CreateError> {
+    async fn not_in_time(&mut self, task: &Task, checked: &Checked) -> Result<Answer, CreateError> {
         let records = self.unlocked_records(task).await?;
         let record = records.name.or(records.key);
         if let Some(binding) = &record

@@ -1,18 +1,25 @@
 //! The binary's entry point: parse the command line, set up logging, dispatch.
 
+mod args;
+mod logging;
+
+pub use args::{
+    Cli, CoderArgs, Command, LogArgs, ServeArgs, StdioArgs, StoreArgs, TimingArgs, WatchMode,
+    parse_duration,
+};
+#[cfg(feature = "demo")]
+pub use args::{DemoArgs, SimArgs};
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use rmcp::ServiceExt;
-use tracing_subscriber::EnvFilter;
 
 use crate::coder::CoderClient;
 use crate::coder::Identity;
 use crate::coder::SessionToken;
-use crate::config::{
-    Cli, Command, Credentials, ServeArgs, StoreArgs, resolve_credentials, resolve_url,
-};
+use crate::config::{Credentials, resolve_credentials, resolve_url};
 use crate::engine::{Engine, TaskKey};
 use crate::http::auth::SharedIdentity;
 use crate::http::guard::{GuardConfig, LOOPBACK_HOSTS};
@@ -23,17 +30,23 @@ use crate::tools::WorkspaceServer;
 /// Runs the program; the exit code is non-zero on any failure.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Stdio(cli.stdio));
     // The demo talks to its own server: keep its output to the story, not the plumbing.
-    let default_level = match cli.command {
-        Some(Command::Demo) => "warn",
+    #[cfg(feature = "demo")]
+    let default_level = match command {
+        Command::Demo(_) => "warn",
         _ => "info",
     };
-    init_logging(cli.log_level.as_deref(), default_level);
-    let outcome = match &cli.command {
-        None | Some(Command::Stdio) => serve_stdio(&cli).await,
-        Some(Command::Demo) => crate::demo::run(&cli).await,
-        Some(Command::Serve(args)) => serve_http(&cli, args).await,
-        Some(Command::Sim { listen }) => crate::demo::run_simulator(*listen).await,
+    #[cfg(not(feature = "demo"))]
+    let default_level = "info";
+    logging::init(command.log().log_level.as_deref(), default_level);
+    let outcome = match &command {
+        Command::Stdio(args) => serve_stdio(args).await,
+        Command::Serve(args) => serve_http(args).await,
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => crate::demo::run(args).await,
+        #[cfg(feature = "demo")]
+        Command::Sim(args) => crate::demo::run_simulator(args.listen).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,36 +55,6 @@ pub async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Libraries that log request headers (and so the session token) at debug or trace
-/// level; they are capped at `info` whatever the requested level.
-const HEADER_LOGGING_CRATES: &[&str] = &[
-    "tungstenite",
-    "tokio_tungstenite",
-    "hyper",
-    "hyper_util",
-    "h2",
-    "reqwest",
-    "rustls",
-];
-
-/// Logs go to stderr: in stdio mode stdout carries the protocol.
-fn init_logging(level: Option<&str>, default_level: &str) {
-    let mut filter = match level {
-        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new(default_level)),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-    };
-    for target in HEADER_LOGGING_CRATES {
-        if let Ok(directive) = format!("{target}=info").parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
 }
 
 /// Checks the credentials against Coder once (`GET /users/me`), with a message that
@@ -120,7 +103,7 @@ pub async fn open_store(location: StoreLocation, args: &StoreArgs) -> anyhow::Re
 /// The conversation of a stdio server: `--stdio-session` when given (it outlives the
 /// process), else the process itself. (Not the launching client process: one agent
 /// framework often runs many servers, one per task, and they must not share a workspace.)
-fn stdio_key(args: &StoreArgs) -> TaskKey {
+fn stdio_key(args: &StdioArgs) -> TaskKey {
     match args
         .stdio_session
         .as_deref()
@@ -132,14 +115,16 @@ fn stdio_key(args: &StoreArgs) -> TaskKey {
     }
 }
 
-async fn serve_stdio(cli: &Cli) -> anyhow::Result<()> {
+async fn serve_stdio(args: &StdioArgs) -> anyhow::Result<()> {
     // Every setting is checked before anything is contacted.
-    let location = cli.store.location().map_err(anyhow::Error::msg)?;
-    let credentials = resolve_credentials(&cli.coder).map_err(anyhow::Error::msg)?;
+    let location = args.store.location().map_err(anyhow::Error::msg)?;
+    let credentials =
+        resolve_credentials(args.coder.coder_url.as_deref(), args.coder.token.as_ref())
+            .map_err(anyhow::Error::msg)?;
     let identity = Arc::new(connect(credentials).await?);
-    let store = open_store(location, &cli.store).await?;
-    let engine = Arc::new(Engine::new(cli.timing.engine_config(), store));
-    let key = stdio_key(&cli.store);
+    let store = open_store(location, &args.store).await?;
+    let engine = Arc::new(Engine::new(args.timing.engine_config(), store));
+    let key = stdio_key(args);
     tracing::debug!(key = %key.store_key(), "stdio conversation");
     let user = identity.user.id;
     let server = WorkspaceServer::new(engine.clone(), identity, key.clone());
@@ -157,7 +142,8 @@ async fn serve_stdio(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve_http(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
+async fn serve_http(args: &ServeArgs) -> anyhow::Result<()> {
+    // Every setting is checked before anything is contacted.
     // Without --shared-identity the static bearer would be ignored: a deployment that
     // believes it is protected by it would in fact take any valid Coder token.
     if args.auth_token.is_some() && !args.shared_identity {
@@ -167,32 +153,34 @@ async fn serve_http(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
              to have each client send its own Coder token"
         );
     }
-    let location = cli.store.location().map_err(anyhow::Error::msg)?;
-    let store = open_store(location, &cli.store).await?;
-    let engine = Arc::new(Engine::new(cli.timing.engine_config(), store));
-    let shared = if args.shared_identity {
-        let credentials = resolve_credentials(&cli.coder).map_err(anyhow::Error::msg)?;
-        let identity = Arc::new(connect(credentials).await?);
-        let bearer = args
-            .auth_token
-            .clone()
-            .unwrap_or_else(|| SessionToken::new(""));
-        if bearer.is_empty() {
-            anyhow::bail!(
-                "--shared-identity needs a non-empty --auth-token (or CODER_MCP_AUTH_TOKEN)"
-            );
+    let bearer = args.auth_token.clone().filter(|t| !t.is_empty());
+    if args.shared_identity && bearer.is_none() {
+        anyhow::bail!(
+            "--shared-identity needs the static bearer clients must present: pass --auth-token <TOKEN> or set CODER_MCP_AUTH_TOKEN"
+        );
+    }
+    let location = args.store.location().map_err(anyhow::Error::msg)?;
+    let store = open_store(location, &args.store).await?;
+    let engine = Arc::new(Engine::new(args.timing.engine_config(), store));
+    let shared = match bearer.filter(|_| args.shared_identity) {
+        Some(bearer) => {
+            let credentials =
+                resolve_credentials(args.coder.coder_url.as_deref(), args.coder.token.as_ref())
+                    .map_err(anyhow::Error::msg)?;
+            let identity = Arc::new(connect(credentials).await?);
+            tracing::warn!(user = %identity.user.username, "shared identity: every client presenting --auth-token acts as this Coder user");
+            Some(SharedIdentity { bearer, identity })
         }
-        tracing::warn!(user = %identity.user.username, "shared identity: every client presenting --auth-token acts as this Coder user");
-        Some(SharedIdentity { bearer, identity })
-    } else {
-        if cli.coder.token.is_some() {
-            tracing::warn!(
-                "ignoring --token/CODER_SESSION_TOKEN: in serve mode each client sends its own Coder token (use --shared-identity with --auth-token for a single shared identity)"
-            );
+        None => {
+            if args.coder.token.is_some() {
+                tracing::warn!(
+                    "ignoring --token/CODER_SESSION_TOKEN: in serve mode each client sends its own Coder token (use --shared-identity with --auth-token for a single shared identity)"
+                );
+            }
+            None
         }
-        None
     };
-    let (url, source) = resolve_url(&cli.coder).map_err(anyhow::Error::msg)?;
+    let (url, source) = resolve_url(args.coder.coder_url.as_deref()).map_err(anyhow::Error::msg)?;
     let coder = CoderClient::new(&url, SessionToken::new(""))
         .map_err(|e| anyhow::anyhow!("invalid Coder URL from {source}: {e}"))?;
     let info = coder.build_info().await.map_err(|e| {
@@ -211,7 +199,7 @@ async fn serve_http(cli: &Cli, args: &ServeArgs) -> anyhow::Result<()> {
         guard: GuardConfig {
             allowed_hosts,
             allowed_origins: args.allowed_origins.clone(),
-            max_body: args.max_body,
+            max_body: usize::try_from(args.max_body.as_u64()).unwrap_or(usize::MAX),
         },
         session_idle_timeout: args.session_idle_timeout,
         ready_cache: args.ready_cache,

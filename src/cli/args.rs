@@ -1,0 +1,372 @@
+//! The command line: each subcommand takes, and its `--help` shows, only its own flags,
+//! in groups.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::coder::{SessionToken, WatchConfig};
+use crate::engine::EngineConfig;
+use crate::store::{StoreLocation, StoreOptions, default_sqlite_path};
+
+/// An MCP server that gives AI agents real development environments: it creates Coder workspaces.
+///
+/// With no command (or `stdio`) it serves MCP on stdin/stdout, for Claude Desktop, Claude Code,
+/// Cursor, VS Code and other clients that launch it as a subprocess. `serve` serves it over HTTP
+/// for hosted agents. `demo` shows the whole flow against a built-in simulated Coder, no
+/// deployment needed.
+///
+/// Coder location and identity come from --coder-url/CODER_URL and --token/CODER_SESSION_TOKEN;
+/// when absent, from what `coder login` stored (the files `url` and `session` in
+/// $CODER_CONFIG_DIR, else in the OS config directory + `coderv2`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "coder-workspace-mcp",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    // The flags below are `stdio`'s, for the command-less form; with a command, each
+    // command takes its own.
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub stdio: StdioArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP on stdin/stdout (the default).
+    Stdio(StdioArgs),
+    /// Serve MCP over HTTP for hosted agents: Streamable HTTP at /mcp, legacy HTTP+SSE at
+    /// /sse. Each client authenticates with its own Coder session token
+    /// (`Authorization: Bearer <token>`) and acts as that Coder user.
+    Serve(ServeArgs),
+    /// Run list_templates → read_template → create_workspace against a built-in simulated
+    /// Coder, through a real MCP session with this binary: progress on stderr, the results
+    /// on stdout.
+    #[cfg(feature = "demo")]
+    Demo(DemoArgs),
+    /// Run the simulated Coder on its own, to try other MCP clients against it.
+    #[cfg(feature = "demo")]
+    Sim(SimArgs),
+}
+
+impl Command {
+    /// The logging flags of the command.
+    pub fn log(&self) -> &LogArgs {
+        match self {
+            Command::Stdio(args) => &args.log,
+            Command::Serve(args) => &args.log,
+            #[cfg(feature = "demo")]
+            Command::Demo(args) => &args.log,
+            #[cfg(feature = "demo")]
+            Command::Sim(args) => &args.log,
+        }
+    }
+}
+
+/// `stdio`.
+#[derive(Debug, Args)]
+pub struct StdioArgs {
+    #[command(flatten)]
+    pub coder: CoderArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A key for this server's conversation that outlives the process, e.g. one per
+    /// project in the client's config. Servers started with the same key (by the same Coder
+    /// user) share one workspace, across restarts. Default: each process is a conversation
+    /// of its own (after a restart, the name its answers gave finds the workspace).
+    #[arg(
+        long,
+        env = "CODER_MCP_STDIO_SESSION",
+        hide_env_values = true,
+        value_name = "KEY",
+        help_heading = "Store"
+    )]
+    pub stdio_session: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `serve`: the HTTP transports.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Binding a non-loopback address logs a warning: put a
+    /// TLS-terminating proxy in front and set --allowed-host.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8790",
+        value_name = "ADDR",
+        help_heading = "HTTP"
+    )]
+    pub listen: SocketAddr,
+    /// A host name accepted in the `Host` header besides the loopback names (repeatable),
+    /// e.g. the public name behind your reverse proxy. Others get 403 (DNS-rebinding defence).
+    #[arg(long = "allowed-host", value_name = "HOST", help_heading = "HTTP")]
+    pub allowed_hosts: Vec<String>,
+    /// A browser origin (`https://app.example.com`) allowed to call the server (repeatable).
+    /// Requests with any other `Origin` get 403; requests without one (non-browser clients) pass.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", help_heading = "HTTP")]
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted (413 above it), e.g. 1MiB, 512KiB.
+    #[arg(
+        long,
+        default_value = "1MiB",
+        value_name = "SIZE",
+        help_heading = "HTTP"
+    )]
+    pub max_body: ByteSize,
+    /// Sessions unused this long are closed.
+    #[arg(long, default_value = "30m", value_parser = parse_duration, value_name = "DURATION", help_heading = "HTTP")]
+    pub session_idle_timeout: Duration,
+    /// How long a /readyz answer is reused (it needs no credentials, so it must not let
+    /// anyone make the server call Coder at will). Hidden: tests lengthen it.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub ready_cache: Duration,
+    /// Most sessions open at once, in all.
+    #[arg(long, default_value_t = 1000, value_name = "N", help_heading = "HTTP")]
+    pub max_sessions: usize,
+    /// Most sessions open at once per token.
+    #[arg(long, default_value_t = 20, value_name = "N", help_heading = "HTTP")]
+    pub max_sessions_per_token: usize,
+    /// On SIGTERM/SIGINT, how long tool calls in flight may run before they are cancelled.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", help_heading = "HTTP")]
+    pub shutdown_grace: Duration,
+    /// Single-user deployments: every client that presents --auth-token (or
+    /// CODER_MCP_AUTH_TOKEN) acts as the server's own Coder identity
+    /// (--token/CODER_SESSION_TOKEN).
+    #[arg(long, help_heading = "Identity")]
+    pub shared_identity: bool,
+    /// With --shared-identity: the static bearer token clients must present.
+    #[arg(
+        long,
+        env = "CODER_MCP_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        value_parser = parse_secret,
+        help_heading = "Identity"
+    )]
+    pub auth_token: Option<SessionToken>,
+    #[command(flatten)]
+    pub coder: CoderArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `demo`.
+#[cfg(feature = "demo")]
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `sim`.
+#[cfg(feature = "demo")]
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Where Coder is and who we are there.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Coder")]
+pub struct CoderArgs {
+    /// URL of the Coder deployment, e.g. https://coder.example.com.
+    #[arg(long, env = "CODER_URL", hide_env_values = true, value_name = "URL")]
+    pub coder_url: Option<String>,
+    /// Coder session token (create one with `coder tokens create`). Prefer the environment
+    /// variable: command-line arguments are visible to other local users.
+    #[arg(
+        long,
+        env = "CODER_SESSION_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        value_parser = parse_secret
+    )]
+    pub token: Option<SessionToken>,
+}
+
+/// Secrets are parsed straight into the redacting type, so even a `Debug` print of
+/// the command line cannot show them.
+fn parse_secret(text: &str) -> Result<SessionToken, String> {
+    Ok(SessionToken::new(text))
+}
+
+/// How a build is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WatchMode {
+    /// Coder's watch stream, polling only as a fallback.
+    Stream,
+    /// GET every 2 s, like Coder's own tool (the benchmarks' baseline).
+    Polling,
+}
+
+/// How long to wait, and for what.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Waiting")]
+pub struct TimingArgs {
+    /// Longest time a workspace build may take before create_workspace fails (e.g. 90s, 5m).
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub build_timeout: Duration,
+    /// Longest time the workspace agent may take to connect after the build; past it the
+    /// answer is `agent_status: "not_ready"`, not an error.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    pub agent_timeout: Duration,
+    /// Longest time the agent's startup scripts may run; past it the answer says
+    /// `startup_scripts: "startup_scripts_timeout"`.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub startup_timeout: Duration,
+    /// Longest time one create_workspace call waits before answering `status: "building"`
+    /// (the model then calls again to keep waiting). Many clients give up on a call after
+    /// about 60 s; `0` waits until done, for clients that keep waiting while progress flows.
+    #[arg(long, default_value = "45s", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_call_wait: Duration,
+    /// How to follow a build. Hidden: `polling` is the benchmarks' baseline.
+    #[arg(long, default_value = "stream", value_enum, hide = true)]
+    pub watch_mode: WatchMode,
+    /// While polling for want of a watch stream, how often to try to get the stream
+    /// back. Hidden: Coder's own clients use 10 s; tests shorten it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub stream_retry: Duration,
+}
+
+impl TimingArgs {
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            build_timeout: self.build_timeout,
+            agent_timeout: self.agent_timeout,
+            startup_timeout: self.startup_timeout,
+            max_call_wait: (!self.max_call_wait.is_zero()).then_some(self.max_call_wait),
+            watch: WatchConfig {
+                polling_only: self.watch_mode == WatchMode::Polling,
+                stream_retry: self.stream_retry,
+                ..Default::default()
+            },
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// Where what must outlive the process is kept (see the README's idempotency rules).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Store")]
+pub struct StoreArgs {
+    /// Where to keep which workspace belongs to which task (chat, session, stdio process,
+    /// workspace name), so calling again finds it after restarts: an SQLite file (default:
+    /// coder-workspace-mcp/store.db under the OS state directory, e.g.
+    /// ~/.local/state/coder-workspace-mcp/store.db), or postgres://user:password@host:5432/db
+    /// for `serve` replicas sharing one database. `memory` keeps nothing (tests).
+    // Parsed later, not by clap: clap would quote a bad value whole, password included.
+    #[arg(
+        long,
+        env = "CODER_MCP_STORE",
+        hide_env_values = true,
+        value_name = "PATH|URL"
+    )]
+    pub store: Option<String>,
+    /// How long the store keeps a record that is not used (chat ids, names, stdio keys; a
+    /// session's records go when the session ends).
+    #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DURATION")]
+    pub store_retention: Duration,
+}
+
+impl StoreArgs {
+    /// The store location: `--store`, else the default SQLite file.
+    pub fn location(&self) -> Result<StoreLocation, String> {
+        match &self.store {
+            Some(text) => StoreLocation::parse(text)
+                .map_err(|e| format!("--store/CODER_MCP_STORE: {e}")),
+            None => default_sqlite_path().map(StoreLocation::Sqlite).ok_or_else(|| {
+                "no OS state directory to keep the store in: pass --store <file> (or a postgres:// URL)".to_owned()
+            }),
+        }
+    }
+
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            retention: self.store_retention,
+            ..StoreOptions::default()
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Logging")]
+pub struct LogArgs {
+    /// Log level or filter for the logs on stderr (e.g. `info`, `debug`,
+    /// `coder_workspace_mcp=trace`). Overrides RUST_LOG.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// Human durations: `90s`, `5m`, `1h 30m`, or `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 90s, 5m, 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn sizes_and_durations() {
+        let size: ByteSize = "1MiB".parse().unwrap();
+        assert_eq!(size.as_u64(), 1 << 20);
+        assert_eq!("512KiB".parse::<ByteSize>().unwrap().as_u64(), 512 << 10);
+        assert!("lots".parse::<ByteSize>().is_err());
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("soon").unwrap_err().contains("use e.g. 90s"));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn each_command_shows_only_its_own_flags() {
+        let mut cli = Cli::command();
+        let help = |cli: &mut clap::Command, name: &str| {
+            cli.find_subcommand_mut(name)
+                .map(|c| c.render_long_help().to_string())
+                .unwrap_or_default()
+        };
+        let stdio = help(&mut cli, "stdio");
+        assert!(stdio.contains("--max-call-wait") && stdio.contains("--stdio-session"));
+        assert!(!stdio.contains("--listen") && !stdio.contains("--allowed-host"));
+        let serve = help(&mut cli, "serve");
+        assert!(serve.contains("--listen") && serve.contains("--store"));
+        assert!(!serve.contains("--stdio-session"));
+        #[cfg(feature = "demo")]
+        {
+            let demo = help(&mut cli, "demo");
+            assert!(!demo.contains("--coder-url") && !demo.contains("--max-call-wait"));
+            let sim = help(&mut cli, "sim");
+            assert!(sim.contains("--listen <ADDR>") && !sim.contains("--token"));
+        }
+    }
+}
