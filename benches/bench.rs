@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::Utc;
 use coder_workspace_mcp::coder::types::WorkspaceAgentLifecycle;
-use coder_workspace_mcp::sim::{AgentPlan, BuildPlan, RecordedRequest, SimCoder, TemplateSpec};
+use coder_workspace_sim::{AgentPlan, BuildPlan, RecordedRequest, SimCoder, TemplateSpec};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;

@@ -20,7 +20,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
 use crate::cli::DemoArgs;
-use crate::sim::SimCoder;
+use coder_workspace_sim::SimCoder;
 
 /// Prints progress notifications as they arrive, while a call is running (one that
 /// arrives after its call's result would print out of order, so it is not shown).

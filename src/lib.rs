@@ -1,8 +1,10 @@
 //! coder-workspace-mcp: an MCP server that creates Coder workspaces for AI agents.
 //!
-//! Layers, top to bottom: [`cli`]/[`config`] → [`tools`] (MCP handlers) → [`engine`]
-//! (idempotency, waits, progress; no MCP types) → [`coder`] (typed REST client and
-//! watch streams). [`sim`] is a simulated Coder for tests and the demo.
+//! Layers, top to bottom: [`cli`]/[`config`] → [`http`] (serve's transports) and stdio →
+//! [`tools`] (MCP handlers) → [`engine`] (one workspace per task, waits, progress; no MCP
+//! types) over [`store`] (what must outlive the process) → [`coder`] (typed REST client
+//! and watch streams). The simulated Coder is a crate of its own (`coder-workspace-sim`),
+//! used by the tests, the benchmarks and, with the default `demo` feature, `demo`/`sim`.
 pub mod cli;
 pub mod coder;
 pub mod config;
@@ -11,6 +13,5 @@ pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod shutdown;
-pub mod sim;
 pub mod store;
 pub mod tools;

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use coder_workspace_mcp::coder::types::{WorkspaceAgentLifecycle, WorkspaceStatus};
-use coder_workspace_mcp::sim::{AgentPlan, BuildPlan, Fault};
+use coder_workspace_sim::{AgentPlan, BuildPlan, Fault};
 use common::{Env, error_text, structured};
 use serde_json::json;
 
@@ -820,7 +820,7 @@ async fn a_refused_start_is_an_error_not_a_loop() {
         })
         .await;
     env.sim.inject_fault(
-        coder_workspace_mcp::sim::Fault::new(http::Method::POST, "/builds", 409)
+        coder_workspace_sim::Fault::new(http::Method::POST, "/builds", 409)
             .message("A workspace build is already active."),
     );
     let error = error_text(&server.call("create_workspace", env.create_args()).await);

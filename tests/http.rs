@@ -3,7 +3,7 @@
 
 mod common;
 
-use coder_workspace_mcp::sim::BuildPlan;
+use coder_workspace_sim::BuildPlan;
 use common::http::{HttpServer, LegacyClient, initialize_body, stateless_create};
 use common::{BOB_TOKEN, Env, Server, TOKEN, error_text, structured};
 use rmcp::model::ServerResult;
@@ -594,7 +594,7 @@ async fn health_endpoints() {
 
     // Coder failing: not ready.
     env.sim.inject_fault(
-        coder_workspace_mcp::sim::Fault::new(http::Method::GET, "/api/v2/buildinfo", 503).times(1),
+        coder_workspace_sim::Fault::new(http::Method::GET, "/api/v2/buildinfo", 503).times(1),
     );
     let not_ready = reqwest::get(format!("{}/readyz", failing_server.base))
         .await
@@ -827,7 +827,7 @@ async fn a_waiting_call_does_not_block_other_sessions() {
     env.sim.set_build_plan(env.docker.id, BuildPlan::held());
     let other = env
         .sim
-        .add_template(coder_workspace_mcp::sim::TemplateSpec::named("other"));
+        .add_template(coder_workspace_sim::TemplateSpec::named("other"));
     let http = serve(&env, &["--max-call-wait", "0"]).await;
     let a = Server::http(&http.mcp_url(), TOKEN, &[]).await.unwrap();
     let handle = a.start_call("create_workspace", env.create_args()).await;

@@ -6,7 +6,7 @@
 mod common;
 
 use coder_workspace_mcp::coder::types::WorkspaceStatus;
-use coder_workspace_mcp::sim::{BuildPlan, TemplateSpec};
+use coder_workspace_sim::{BuildPlan, TemplateSpec};
 use common::http::HttpServer;
 use common::{Env, Server, TOKEN, error_text, structured};
 use rmcp::model::ServerResult;

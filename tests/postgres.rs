@@ -4,7 +4,7 @@
 
 mod common;
 
-use coder_workspace_mcp::sim::BuildPlan;
+use coder_workspace_sim::BuildPlan;
 use common::http::HttpServer;
 use common::postgres::{PgServer, database};
 use common::{Env, Server, TOKEN, error_text, structured};

@@ -2,7 +2,7 @@
 
 mod common;
 
-use coder_workspace_mcp::sim::{AgentPlan, BuildPlan, Fault};
+use coder_workspace_sim::{AgentPlan, BuildPlan, Fault};
 use common::{Env, error_text, structured};
 use rmcp::model::ServerResult;
 use serde_json::json;
@@ -444,7 +444,7 @@ async fn after_polling_the_watch_stream_is_resumed_and_polling_stops() {
         .await;
     let id = env.workspaces()[0].id;
     let poll_path = format!("/api/v2/workspaces/{id}");
-    let is_poll = |r: &coder_workspace_mcp::sim::RecordedRequest| {
+    let is_poll = |r: &coder_workspace_sim::RecordedRequest| {
         r.method == "GET" && r.path == poll_path && r.status == 200
     };
 

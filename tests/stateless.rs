@@ -3,7 +3,7 @@
 
 mod common;
 
-use coder_workspace_mcp::sim::BuildPlan;
+use coder_workspace_sim::BuildPlan;
 use common::Env;
 use common::http::{HttpServer, stateless_create};
 use serde_json::{Value, json};

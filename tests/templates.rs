@@ -2,7 +2,7 @@
 
 mod common;
 
-use coder_workspace_mcp::sim::TemplateSpec;
+use coder_workspace_sim::TemplateSpec;
 use common::{Env, error_text, structured};
 use serde_json::json;
 

@@ -3,9 +3,10 @@ pub mod client;
 pub mod error;
 pub mod streams;
 pub mod token;
-pub mod types;
 
 pub use client::CoderClient;
+/// The API's types, shared with the simulated Coder (the `coder-api` crate).
+pub use coder_api as types;
 pub use error::CoderError;
 pub use streams::{BuildLogFollower, WatchConfig, WatchSource, WorkspaceWatch};
 pub use token::SessionToken;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use coder_workspace_mcp::coder::types::{
     Template, TemplateVersionParameter, TemplateVersionParameterOption, Workspace,
 };
-use coder_workspace_mcp::sim::{SimCoder, TemplateSpec};
+use coder_workspace_sim::{SimCoder, TemplateSpec};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest,
     ProgressNotificationParam, ProgressToken, ServerResult,

@@ -18,10 +18,9 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use uuid::Uuid;
 
 use super::*;
-use crate::coder::types::*;
+use coder_api::*;
 
-/// The Coder API reference this simulator must match (through the `src/sim` symlink
-/// in the scratch crate this still resolves to the product's `spec/`).
+/// The Coder API reference this simulator must match (the product's `spec/`).
 const SPEC: &str = include_str!("../../../spec/coder-openapi-subset.json");
 
 pub(super) const ALICE: &str = "alice0000a-AliceSessionToken00000000";

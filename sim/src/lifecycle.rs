@@ -12,9 +12,7 @@ use uuid::Uuid;
 
 use super::Inner;
 use super::state::ResourceKind;
-use crate::coder::types::{
-    LogLevel, ProvisionerJobStatus, WorkspaceAgentLifecycle, WorkspaceTransition,
-};
+use coder_api::{LogLevel, ProvisionerJobStatus, WorkspaceAgentLifecycle, WorkspaceTransition};
 
 /// How the start builds of a template behave (see [`super::SimCoder::set_build_plan`]).
 #[derive(Clone, Debug, PartialEq)]

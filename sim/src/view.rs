@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::faults::RecordedRequest;
 use super::state::State;
-use crate::coder::types::{Workspace, WorkspaceBuild};
+use coder_api::{Workspace, WorkspaceBuild};
 
 /// A read-only snapshot of the deployment, for [`super::SimCoder::wait_until`].
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@ use http::StatusCode;
 use regex::Regex;
 
 use super::routes::ApiError;
-use crate::coder::types::{TemplateVersionParameter, WorkspaceBuildParameter};
+use coder_api::{TemplateVersionParameter, WorkspaceBuildParameter};
 
 static NAME_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$").expect("valid regex"));

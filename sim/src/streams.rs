@@ -26,7 +26,7 @@ use super::routes::{
     ApiError, ApiResult, Caller, json_response, owned_workspace, parse_bool, parse_uuid,
 };
 use super::state::Snapshot;
-use crate::coder::types::{
+use coder_api::{
     ProvisionerJobLog, ServerSentEvent, ServerSentEventType, WorkspaceAgentLifecycle,
     WorkspaceAgentLog,
 };

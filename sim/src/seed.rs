@@ -2,7 +2,7 @@
 
 use super::SimCoder;
 use super::lifecycle::BuildPlan;
-use crate::coder::types::{TemplateVersionParameter, TemplateVersionParameterOption};
+use coder_api::{TemplateVersionParameter, TemplateVersionParameterOption};
 
 /// What [`SimCoder::add_template`] creates: a template, its active version and the
 /// version's rich parameters.

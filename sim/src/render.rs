@@ -1,5 +1,5 @@
 //! How `coderd` would render the model as JSON: typed values from
-//! `crate::coder::types`, plus the fields those types do not model.
+//! `coder_api`, plus the fields those types do not model.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::state::{SimBuild, SimWorkspace, Snapshot, State};
-use crate::coder::types::*;
+use coder_api::*;
 
 impl State {
     /// Appends the current rendering of every workspace whose JSON changed.

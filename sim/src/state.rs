@@ -14,7 +14,7 @@ use super::lifecycle::{BuildPlan, BuildStart, LogLine};
 use super::routes::ApiError;
 use super::seed::TemplateSpec;
 use super::validation;
-use crate::coder::types::*;
+use coder_api::*;
 
 /// The deployment's only organization.
 pub(crate) struct Org {

@@ -368,24 +368,26 @@ pub struct ServerSentEvent {
     pub data: serde_json::Value,
 }
 
+/// Coder's string enums: snake_case on the wire (serde) and in messages (strum), with an
+/// `Unknown` catch-all so that a value a newer Coder adds still parses.
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize,
+            strum::Display, strum::IntoStaticStr,
+        )]
+        #[serde(rename_all = "snake_case")]
+        #[strum(serialize_all = "snake_case")]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant,)+
+            $($variant,)+
             /// A value this version of the client does not know.
-            #[serde(other, rename = "unknown")]
+            #[serde(other)]
             Unknown,
         }
         impl $name {
             pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text,)+ Self::Unknown => "unknown" }
-            }
-        }
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
+                self.into()
             }
         }
     };
@@ -393,46 +395,37 @@ macro_rules! string_enum {
 
 string_enum!(
     /// `codersdk.WorkspaceTransition`.
-    WorkspaceTransition { Start => "start", Stop => "stop", Delete => "delete" }
+    WorkspaceTransition { Start, Stop, Delete }
 );
 string_enum!(
     /// `codersdk.WorkspaceStatus`.
     WorkspaceStatus {
-        Pending => "pending", Starting => "starting", Running => "running",
-        Stopping => "stopping", Stopped => "stopped", Failed => "failed",
-        Canceling => "canceling", Canceled => "canceled", Deleting => "deleting",
-        Deleted => "deleted",
+        Pending, Starting, Running, Stopping, Stopped, Failed, Canceling, Canceled, Deleting,
+        Deleted,
     }
 );
 string_enum!(
     /// `codersdk.ProvisionerJobStatus` (`unknown` is a real value upstream too).
-    ProvisionerJobStatus {
-        Pending => "pending", Running => "running", Succeeded => "succeeded",
-        Canceling => "canceling", Canceled => "canceled", Failed => "failed",
-    }
+    ProvisionerJobStatus { Pending, Running, Succeeded, Canceling, Canceled, Failed }
 );
 string_enum!(
     /// `codersdk.WorkspaceAgentStatus`.
-    WorkspaceAgentStatus {
-        Connecting => "connecting", Connected => "connected",
-        Disconnected => "disconnected", Timeout => "timeout",
-    }
+    WorkspaceAgentStatus { Connecting, Connected, Disconnected, Timeout }
 );
 string_enum!(
     /// `codersdk.WorkspaceAgentLifecycle`.
     WorkspaceAgentLifecycle {
-        Created => "created", Starting => "starting", StartTimeout => "start_timeout",
-        StartError => "start_error", Ready => "ready", ShuttingDown => "shutting_down",
-        ShutdownTimeout => "shutdown_timeout", ShutdownError => "shutdown_error", Off => "off",
+        Created, Starting, StartTimeout, StartError, Ready, ShuttingDown, ShutdownTimeout,
+        ShutdownError, Off,
     }
 );
 string_enum!(
     /// `codersdk.ServerSentEventType`.
-    ServerSentEventType { Ping => "ping", Data => "data", Error => "error" }
+    ServerSentEventType { Ping, Data, Error }
 );
 string_enum!(
     /// `codersdk.LogLevel`.
-    LogLevel { Trace => "trace", Debug => "debug", Info => "info", Warn => "warn", Error => "error" }
+    LogLevel { Trace, Debug, Info, Warn, Error }
 );
 
 impl ProvisionerJobStatus {
@@ -451,4 +444,28 @@ impl WorkspaceAgentLifecycle {
 
 fn epoch() -> DateTime<Utc> {
     DateTime::<Utc>::UNIX_EPOCH
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_enums_read_and_write_coders_names() {
+        assert_eq!(
+            serde_json::to_value(WorkspaceAgentLifecycle::StartTimeout).unwrap(),
+            "start_timeout"
+        );
+        assert_eq!(
+            WorkspaceAgentLifecycle::ShutdownError.to_string(),
+            "shutdown_error"
+        );
+        assert_eq!(ProvisionerJobStatus::Succeeded.as_str(), "succeeded");
+        let parsed: WorkspaceStatus = serde_json::from_value("deleting".into()).unwrap();
+        assert_eq!(parsed, WorkspaceStatus::Deleting);
+        // A value a newer Coder adds still parses.
+        let unknown: WorkspaceAgentStatus = serde_json::from_value("hibernating".into()).unwrap();
+        assert_eq!(unknown, WorkspaceAgentStatus::Unknown);
+        assert_eq!(ProvisionerJobStatus::Unknown.to_string(), "unknown");
+    }
 }

@@ -4,7 +4,7 @@
 //! REST paths, status codes, JSON shapes and streams as `coderd` (see
 //! `spec/coder-openapi-subset.json`), and tests can steer it deterministically:
 //!
-//! * every JSON body is a `crate::coder::types` value, so client and simulator share one
+//! * every JSON body is a `coder_api` value, so client and simulator share one
 //!   vocabulary (a unit test validates what the simulator sends against the spec);
 //! * builds follow a per-template [`BuildPlan`] (queue time, build time, outcome, agent
 //!   behaviour); a plan can *hold* a build until [`SimCoder::release_builds`];
@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::coder::types::{Template, User, Workspace, WorkspaceAgentStatus, WorkspaceTransition};
+use coder_api::{Template, User, Workspace, WorkspaceAgentStatus, WorkspaceTransition};
 
 pub use faults::{Fault, RecordedRequest};
 pub use lifecycle::{AgentPlan, BuildOutcome, BuildPlan};

@@ -20,7 +20,7 @@ use super::faults::RecordedRequest;
 use super::lifecycle;
 use super::state::{SimWorkspace, State as SimState};
 use super::{Inner, streams};
-use crate::coder::types::*;
+use coder_api::*;
 
 type AppState = Arc<Inner>;
 
