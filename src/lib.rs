@@ -6,12 +6,12 @@
 //! and watch streams). The simulated Coder is a crate of its own (`coder-workspace-sim`),
 //! used by the tests, the benchmarks and, with the default `demo` feature, `demo`/`sim`.
 pub mod cli;
-pub mod coder;
-pub mod config;
+mod coder;
+mod config;
 #[cfg(feature = "demo")]
-pub mod demo;
-pub mod engine;
-pub mod http;
-pub mod shutdown;
-pub mod store;
-pub mod tools;
+mod demo;
+mod engine;
+mod http;
+mod shutdown;
+mod store;
+mod tools;

@@ -1,5 +1,8 @@
 //! The command line: configuration errors, the coder CLI's stored login, secrets.
 
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::process::Command;

@@ -1,11 +1,14 @@
 //! create_workspace end to end: the server binary over stdio, a real MCP client,
 //! the simulated Coder on a loopback socket.
 
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;
 
-use coder_workspace_mcp::coder::types::{WorkspaceAgentLifecycle, WorkspaceStatus};
+use coder_api::{WorkspaceAgentLifecycle, WorkspaceStatus};
 use coder_workspace_sim::{AgentPlan, BuildPlan, Fault};
 use common::{Env, error_text, structured};
 use serde_json::json;

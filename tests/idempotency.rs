@@ -3,9 +3,12 @@
 //! crashes (kill -9 at the worst moments); several processes share one SQLite file.
 //! Replicas on PostgreSQL are in `tests/postgres.rs`.
 
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
-use coder_workspace_mcp::coder::types::WorkspaceStatus;
+use coder_api::WorkspaceStatus;
 use coder_workspace_sim::{BuildPlan, TemplateSpec};
 use common::http::HttpServer;
 use common::{Env, Server, TOKEN, error_text, structured};

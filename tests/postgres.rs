@@ -2,6 +2,9 @@
 //! replicas, a replica killed mid-wait, and PostgreSQL down at start or going down
 //! mid-call. A real PostgreSQL (see `common/postgres.rs`), never a stand-in.
 
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use coder_workspace_sim::BuildPlan;

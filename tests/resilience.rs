@@ -1,5 +1,8 @@
 //! Coder misbehaving: transient errors, dropped watch streams, cancellation.
 
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use coder_workspace_sim::{AgentPlan, BuildPlan, Fault};

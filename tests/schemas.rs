@@ -2,6 +2,9 @@
 //! annotations, as clients see them in `tools/list`, are kept in `schemas/`. This test fails when they drift; run it with
 //! `UPDATE_SCHEMAS=1` to accept the change (and review the diff).
 
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::PathBuf;

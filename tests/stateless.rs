@@ -1,6 +1,9 @@
 //! Sessionless (stateless HTTP) create_workspace calls: the name ties calls together,
 //! so calls for different names must not wait for one another.
 
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use coder_workspace_sim::BuildPlan;

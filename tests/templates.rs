@@ -1,5 +1,8 @@
 //! list_templates and read_template end to end.
 
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use coder_workspace_sim::TemplateSpec;
@@ -153,9 +156,7 @@ async fn read_template_errors_are_actionable() {
 /// options: read_template shows all of it, and create_workspace checks it before Coder does.
 #[tokio::test]
 async fn required_regex_and_ephemeral_parameters_are_shown_and_enforced() {
-    use coder_workspace_mcp::coder::types::{
-        TemplateVersionParameter, TemplateVersionParameterOption,
-    };
+    use coder_api::{TemplateVersionParameter, TemplateVersionParameterOption};
     let env = Env::new().await;
     let option = |value: &str, description: &str| TemplateVersionParameterOption {
         name: value.to_uppercase(),

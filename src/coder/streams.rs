@@ -20,12 +20,11 @@ use super::types::{ProvisionerJobLog, Response, ServerSentEvent, ServerSentEvent
 /// How long opening a stream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How a workspace is being watched right now.
+/// Which stream a workspace is being watched on (for the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchSource {
+enum WatchSource {
     WebSocket,
     Sse,
-    Polling,
 }
 
 /// Timings of the watch; the defaults match Coder's own clients.
@@ -57,7 +56,6 @@ impl Default for WatchConfig {
 pub struct WorkspaceWatch {
     /// Boxed: tokio's channel allocates its slots 32 at a time, and a `Workspace` is large.
     rx: mpsc::Receiver<Result<Box<Workspace>, CoderError>>,
-    source: watch::Receiver<WatchSource>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -65,16 +63,14 @@ impl WorkspaceWatch {
     /// Starts watching. The first item is the workspace as it is now.
     pub fn start(client: CoderClient, workspace: Uuid, config: WatchConfig) -> Self {
         let (tx, rx) = mpsc::channel(16);
-        let (source_tx, source) = watch::channel(WatchSource::WebSocket);
         let watcher = Watcher {
             client,
             workspace,
             config,
             tx,
-            source: source_tx,
         };
         let task = tokio::spawn(watcher.run());
-        Self { rx, source, task }
+        Self { rx, task }
     }
 
     /// The next snapshot; `Err` is final (the workspace is gone, or the token was rejected).
@@ -86,11 +82,6 @@ impl WorkspaceWatch {
                 reason: "the watch stopped unexpectedly".into(),
             }),
         }
-    }
-
-    /// Where the snapshots come from at the moment.
-    pub fn source(&self) -> WatchSource {
-        *self.source.borrow()
     }
 }
 
@@ -105,7 +96,6 @@ struct Watcher {
     workspace: Uuid,
     config: WatchConfig,
     tx: mpsc::Sender<Result<Box<Workspace>, CoderError>>,
-    source: watch::Sender<WatchSource>,
 }
 
 enum Opened {
@@ -157,7 +147,6 @@ impl Watcher {
                             Stream::WebSocket(_) => WatchSource::WebSocket,
                             Stream::Sse(_) => WatchSource::Sse,
                         };
-                        let _ = self.source.send(kind);
                         tracing::debug!(workspace = %self.workspace, source = ?kind, "watching workspace");
                         let opened = Instant::now();
                         if !self.forward(stream).await? {
@@ -185,7 +174,6 @@ impl Watcher {
                     }
                 }
             }
-            let _ = self.source.send(WatchSource::Polling);
             tokio::select! {
                 _ = tokio::time::sleep_until(next_poll) => {}
                 _ = self.tx.closed() => return Ok(()),

@@ -13,7 +13,9 @@
 //! user's workspace.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use uuid::Uuid;
 
@@ -75,7 +77,7 @@ impl KeyLocks {
         let id = format!("{user}/{key}");
         // Only weak references are kept here, so a panic while this was held cannot
         // have left it inconsistent.
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut locks = self.locks.lock();
         if let Some(lock) = locks.get(&id).and_then(Weak::upgrade) {
             return lock;
         }
@@ -86,12 +88,14 @@ impl KeyLocks {
     }
 
     /// How many keys are locked or waited for right now.
-    pub fn len(&self) -> usize {
-        let locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let locks = self.locks.lock();
         locks.values().filter(|l| l.strong_count() > 0).count()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -1,20 +1,17 @@
 //! Workspace names, following Coder's `codersdk.NameValid` / `UsernameFrom` and the
 //! name generation of Coder's own `create_workspace` tool.
 
-use std::sync::LazyLock;
-
-use regex::Regex;
-
 /// Coder's limit on workspace names, in bytes.
 pub const MAX_NAME_LEN: usize = 32;
 /// Room left for `-` and four hex characters.
 const MAX_BASE_LEN: usize = MAX_NAME_LEN - 5;
 
-static VALID_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$").expect("valid regex"));
-static INVALID_CHARS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[^a-zA-Z0-9-]+").expect("valid regex"));
-static HYPHEN_RUNS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"-{2,}").expect("valid regex"));
+/// Coder's `UsernameValidRegex`, `^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$`: ASCII letters and
+/// digits in runs joined by single hyphens.
+fn valid_shape(name: &str) -> bool {
+    name.split('-')
+        .all(|run| !run.is_empty() && run.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
 
 /// Why Coder would refuse a name (`codersdk.NameValid`), or `None` when it is fine.
 pub fn name_problem(name: &str) -> Option<String> {
@@ -27,7 +24,7 @@ pub fn name_problem(name: &str) -> Option<String> {
     if name == "new" || name == "create" {
         return Some(format!("cannot use {name:?} as a name"));
     }
-    if !VALID_NAME.is_match(name) {
+    if !valid_shape(name) {
         return Some("must be alphanumeric with hyphens".into());
     }
     None
@@ -91,9 +88,14 @@ fn with_suffix(seed: &str, suffix: &str) -> String {
 /// falls back to a random name here) also fold runs of hyphens and trim them.
 fn sanitize(seed: &str) -> String {
     let local = seed.rsplit_once('@').map_or(seed, |(local, _)| local);
-    let replaced = INVALID_CHARS.replace_all(local, "-");
-    let folded = HYPHEN_RUNS.replace_all(&replaced, "-");
-    folded.trim_matches('-').to_owned()
+    let mut name = String::with_capacity(local.len());
+    for c in local.chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if !(c == '-' && name.ends_with('-')) {
+            name.push(c);
+        }
+    }
+    name.trim_matches('-').to_owned()
 }
 
 #[cfg(test)]

@@ -52,15 +52,6 @@ pub trait ProgressSink: Send + Sync {
     fn send(&self, progress: f64, total: f64, message: String) -> BoxFuture<'_, ()>;
 }
 
-/// A sink for callers that did not ask for progress.
-pub struct NoProgress;
-
-impl ProgressSink for NoProgress {
-    fn send(&self, _: f64, _: f64, _: String) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-}
-
 /// Turns phase changes into strictly increasing progress values.
 pub struct ProgressTracker<'a> {
     sink: &'a dyn ProgressSink,
@@ -117,11 +108,6 @@ impl<'a> ProgressTracker<'a> {
         let elapsed = self.phase_started.elapsed().as_secs();
         let text = format!("{} ({elapsed} s)", self.message);
         self.emit(text).await;
-    }
-
-    /// How long the current phase has lasted.
-    pub fn phase_elapsed(&self) -> Duration {
-        self.phase_started.elapsed()
     }
 
     async fn emit(&mut self, message: String) {

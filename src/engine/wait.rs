@@ -1,8 +1,8 @@
 //! Waiting for a workspace: its build, its agent and the agent's startup scripts,
 //! followed on Coder's watch stream (polling only as a fallback), with progress.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -42,7 +42,7 @@ impl WaitClocks {
         forget_after: std::time::Duration,
     ) -> Instant {
         // Instants only: nothing a panic elsewhere could leave half-written.
-        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let mut started = self.started.lock();
         if started.len() > 1024 {
             started.retain(|_, at| at.elapsed() < forget_after);
         }

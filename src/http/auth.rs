@@ -5,7 +5,9 @@
 //! static `--auth-token` and all act as the server's own Coder identity.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -130,7 +132,7 @@ impl Authenticator {
             };
         }
         let now = Instant::now();
-        match self.cache.lock().expect("auth cache").get(&credential) {
+        match self.cache.lock().get(&credential) {
             Some(Cached::Accepted(identity, at)) if now.duration_since(*at) < ACCEPTED_TTL => {
                 return Ok(Caller {
                     credential,
@@ -144,7 +146,7 @@ impl Authenticator {
         }
         let client = self.coder.with_token(credential.clone());
         let outcome = client.me().await;
-        let mut cache = self.cache.lock().expect("auth cache");
+        let mut cache = self.cache.lock();
         // Keep the cache from growing without bound on a stream of bad tokens.
         cache.retain(|_, entry| match entry {
             Cached::Accepted(_, at) => now.duration_since(*at) < ACCEPTED_TTL,

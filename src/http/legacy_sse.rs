@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
@@ -42,14 +44,13 @@ impl LegacySessions {
     fn get(&self, id: &str) -> Option<(mpsc::Sender<ClientJsonRpcMessage>, CancellationToken)> {
         self.sessions
             .lock()
-            .expect("legacy sessions")
             .get(id)
             .map(|s| (s.to_server.clone(), s.cancel.clone()))
     }
 
     /// Ends a session (its event stream closes).
     pub fn close(&self, id: &str) {
-        if let Some(session) = self.sessions.lock().expect("legacy sessions").remove(id) {
+        if let Some(session) = self.sessions.lock().remove(id) {
             session.cancel.cancel();
         }
     }
@@ -70,7 +71,7 @@ pub async fn open(State(app): State<Arc<App>>, request: Request) -> Response {
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (to_client, from_server) = mpsc::channel::<ServerJsonRpcMessage>(64);
     let cancel = app.transport_shutdown.child_token();
-    app.legacy.sessions.lock().expect("legacy sessions").insert(
+    app.legacy.sessions.lock().insert(
         id.clone(),
         LegacySession {
             to_server,

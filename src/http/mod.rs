@@ -42,8 +42,6 @@ use mcp::authenticate_mcp;
 use sessions::{SessionLimits, SessionRegistry};
 use sweep::sweep_sessions;
 
-pub use mcp::CHAT_ID_HEADER;
-
 /// Everything `serve` needs, from the command line.
 pub struct HttpOptions {
     pub listen: SocketAddr,

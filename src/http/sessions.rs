@@ -2,7 +2,9 @@
 //! session hijacking), how many a credential may hold, and when each was last used.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -109,7 +111,7 @@ pub struct Reservation {
 impl Reservation {
     /// Registers the session `id` in the reserved slot.
     pub fn commit(mut self, id: String, user: Uuid, transport: Transport) {
-        let mut inner = self.inner.lock().expect("session registry");
+        let mut inner = self.inner.lock();
         inner.release(&self.credential);
         inner.sessions.insert(
             id,
@@ -128,10 +130,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.committed {
-            self.inner
-                .lock()
-                .expect("session registry")
-                .release(&self.credential);
+            self.inner.lock().release(&self.credential);
         }
     }
 }
@@ -144,8 +143,8 @@ impl SessionRegistry {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().expect("session registry")
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// Takes a slot for one more session of `credential`, if the limits allow it.
@@ -225,12 +224,9 @@ impl SessionRegistry {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -1,7 +1,7 @@
 //! The in-memory backend (tests and benchmarks): the same records, nothing durable.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use uuid::Uuid;
 
@@ -20,10 +20,10 @@ struct Record {
 }
 
 impl MemoryStore {
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, String), Record>> {
+    fn records(&self) -> parking_lot::MutexGuard<'_, HashMap<(Uuid, String), Record>> {
         // Nothing can be left half-written under this lock, so a panic elsewhere while
         // it was held does not make the map unusable.
-        self.records.lock().unwrap_or_else(|e| e.into_inner())
+        self.records.lock()
     }
 
     pub(super) fn get(&self, user: Uuid, key: &str) -> Option<Binding> {

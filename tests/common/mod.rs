@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use coder_workspace_mcp::coder::types::{
-    Template, TemplateVersionParameter, TemplateVersionParameterOption, Workspace,
-};
+use coder_api::{Template, TemplateVersionParameter, TemplateVersionParameterOption, Workspace};
 use coder_workspace_sim::{SimCoder, TemplateSpec};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest,
