@@ -147,8 +147,21 @@ impl HttpServer {
         let _ = self.child.wait().await;
     }
 
+    /// Waits for the process to exit and for its log to be read to the end.
     pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        self.child.wait().await.unwrap()
+        let status = self.child.wait().await.unwrap();
+        let (logged, ended) = (self.logged.clone(), self.ended.clone());
+        super::bounded("the end of the server's log", async move {
+            loop {
+                let notified = logged.notified();
+                if ended.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        status
     }
 
     /// A raw JSON-RPC POST to /mcp, for the tests of refusals.
