@@ -213,6 +213,14 @@ pub(super) struct Checked {
     pub values: Vec<WorkspaceBuildParameter>,
 }
 
+/// How a wait ended.
+pub(super) enum Until<T> {
+    Done(T),
+    Cancelled,
+    /// The call's own time limit (`--max-call-wait`) came first.
+    OutOfTime,
+}
+
 /// One `create_workspace` call.
 pub(super) struct Call<'a> {
     pub(super) engine: &'a Engine,
@@ -224,22 +232,37 @@ pub(super) struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// Runs `fut` unless the call is cancelled first, keeping progress flowing meanwhile
-    /// (a slow Coder answer, with its retries, must not look like a dead call).
-    pub(super) async fn guard<T>(
+    /// Waits for `fut` with progress flowing meanwhile (a heartbeat while nothing else
+    /// is said: a slow Coder answer, with its retries, must not look like a dead call),
+    /// giving up when the call is cancelled (if `cancellable`) or at `deadline`.
+    pub(super) async fn until<T>(
         &mut self,
         fut: impl Future<Output = T>,
-    ) -> Result<T, CreateError> {
+        cancellable: bool,
+        deadline: Option<Instant>,
+    ) -> Until<T> {
         tokio::pin!(fut);
         loop {
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => return Err(CreateError::Cancelled),
-                out = &mut fut => return Ok(out),
+                _ = self.cancel.cancelled(), if cancellable => return Until::Cancelled,
+                out = &mut fut => return Until::Done(out),
+                _ = sleep_until_opt(deadline) => return Until::OutOfTime,
                 _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
                     self.progress.heartbeat().await;
                 }
             }
+        }
+    }
+
+    /// Runs `fut` unless the call is cancelled first, keeping progress flowing.
+    pub(super) async fn guard<T>(
+        &mut self,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, CreateError> {
+        match self.until(fut, true, None).await {
+            Until::Done(out) => Ok(out),
+            Until::Cancelled | Until::OutOfTime => Err(CreateError::Cancelled),
         }
     }
 
@@ -248,11 +271,9 @@ impl Call<'_> {
     pub(super) async fn shielded<T>(&mut self, fut: impl Future<Output = T>) -> T {
         tokio::pin!(fut);
         loop {
-            tokio::select! {
-                out = &mut fut => return out,
-                _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
-                    self.progress.heartbeat().await;
-                }
+            // Neither cancellable nor limited: only `Done` can come back.
+            if let Until::Done(out) = self.until(&mut fut, false, None).await {
+                return out;
             }
         }
     }

@@ -9,7 +9,7 @@
 use tokio::time::Instant;
 
 use super::answer::Origin;
-use super::create::{Call, Checked, Task, sleep_until_opt};
+use super::create::{Call, Checked, Task, Until};
 use super::decide::{Found, found_state, unusable};
 use super::outcome::{Answer, CreateError};
 use super::progress::Phase;
@@ -67,21 +67,14 @@ impl Call<'_> {
                 announced = true;
                 self.progress.update(Phase::WaitingForTask, WAITING).await;
             }
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => return Err(CreateError::Cancelled),
-                    held = &mut acquire => {
-                        local.push(held);
-                        break;
-                    }
-                    _ = sleep_until_opt(self.deadline) => {
-                        drop(local);
-                        return Ok(Locked::NotInTime(Box::new(self.not_in_time(task, checked).await?)));
-                    }
-                    _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
-                        self.progress.heartbeat().await;
-                    }
+            let deadline = self.deadline;
+            match self.until(&mut acquire, true, deadline).await {
+                Until::Done(held) => local.push(held),
+                Until::Cancelled => return Err(CreateError::Cancelled),
+                Until::OutOfTime => {
+                    drop(local);
+                    let answer = self.not_in_time(task, checked).await?;
+                    return Ok(Locked::NotInTime(Box::new(answer)));
                 }
             }
         }

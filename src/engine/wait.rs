@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::create::{Call, EngineConfig, sleep_until_opt};
+use super::create::{Call, EngineConfig, Until, sleep_until_opt};
 use super::decide::job_error;
 use super::outcome::CreateError;
 use super::progress::Phase;
@@ -59,6 +59,13 @@ pub(super) enum Readiness {
     ScriptsTimedOut,
     /// The call's own time limit came first; the workspace is still coming up.
     StillWaiting(Phase),
+}
+
+/// What happened while waiting for the workspace.
+enum Event {
+    Snapshot(Box<Result<Workspace, crate::coder::CoderError>>),
+    TimedOut,
+    Stage,
 }
 
 /// What the current snapshot means.
@@ -143,9 +150,10 @@ impl Call<'_> {
                             ws = current;
                         }
                         Err(err) => {
-                            return Err(CreateError::coder(
+                            return Err(CreateError::coder_on(
                                 "could not start the stopped workspace",
                                 err,
+                                &ws.name,
                             ));
                         }
                     }
@@ -161,31 +169,42 @@ impl Call<'_> {
                     (phase, timeout)
                 }
             };
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => return Err(CreateError::Cancelled),
-                next = watch.next() => match next {
+            // What may happen next: a new snapshot, a timeout, a new build-log stage.
+            let event = async {
+                tokio::select! {
+                    next = watch.next() => Event::Snapshot(Box::new(next)),
+                    _ = sleep_until_opt(timeout.map(|(at, _)| at)) => Event::TimedOut,
+                    _ = stage_changed(&mut logs) => Event::Stage,
+                }
+            };
+            let deadline = self.deadline;
+            match self.until(event, true, deadline).await {
+                Until::Cancelled => return Err(CreateError::Cancelled),
+                Until::OutOfTime => return Ok((ws, Readiness::StillWaiting(phase), restarted)),
+                Until::Done(Event::Snapshot(next)) => match *next {
                     // A snapshot older than one we already have (a stream that replays
                     // from before our own start build): never go backwards.
                     Ok(next) if next.latest_build.build_number < ws.latest_build.build_number => {}
                     Ok(next) => ws = next,
                     Err(err) if err.is_not_found() => {
-                        return Err(CreateError::Deleted { workspace_name: ws.name.clone() });
+                        return Err(CreateError::Deleted {
+                            workspace_name: ws.name.clone(),
+                        });
                     }
-                    Err(err) => return Err(CreateError::coder("lost track of the workspace", err)),
+                    Err(err) => {
+                        return Err(CreateError::coder_on(
+                            "lost track of the workspace",
+                            err,
+                            &ws.name,
+                        ));
+                    }
                 },
-                _ = sleep_until_opt(timeout.map(|(at, _)| at)) => {
+                Until::Done(Event::TimedOut) => {
                     let kind = timeout.map(|(_, kind)| kind).unwrap_or(WaitKind::Build);
                     return self.timed_out(&ws, kind).map(|r| (ws, r, restarted));
                 }
-                _ = sleep_until_opt(self.deadline) => {
-                    return Ok((ws, Readiness::StillWaiting(phase), restarted));
-                }
                 // A new build-log stage: re-assess to report it.
-                _ = stage_changed(&mut logs) => {}
-                _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
-                    self.progress.heartbeat().await;
-                }
+                Until::Done(Event::Stage) => {}
             }
         }
     }
