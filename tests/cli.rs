@@ -310,7 +310,12 @@ fn mcp_json_example_has_an_entry_per_client() {
             .or_else(|| config.get("servers"))
             .unwrap_or_else(|| panic!("{client}"));
         let coder = &servers["coder"];
-        assert_eq!(coder["command"], "coder-workspace-mcp", "{client}");
+        let command = coder["command"].as_str().unwrap();
+        assert!(command.ends_with("coder-workspace-mcp"), "{client}");
+        // GUI apps do not see the shell's PATH: they get an absolute path.
+        if client != "claude_code" {
+            assert!(command.starts_with('/'), "{client}: {command}");
+        }
         assert_eq!(coder["args"][0], "stdio", "{client}");
         assert!(
             coder["env"]["CODER_URL"].is_string()
