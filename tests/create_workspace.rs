@@ -391,7 +391,7 @@ async fn a_failed_build_with_an_explicit_name_is_replaced_under_a_derived_name()
     let message = second["message"].as_str().unwrap();
     assert!(
         message.contains("\"dev-1\" could not be used (its last build failed")
-            && message.contains("still holds its name"),
+            && message.contains("still holds the name"),
         "{message}"
     );
     assert_eq!(env.workspaces().len(), 2);

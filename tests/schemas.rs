@@ -48,8 +48,17 @@ async fn tool_schemas_match_the_snapshots() {
             if update {
                 std::fs::create_dir_all(&dir).unwrap();
                 std::fs::write(&path, &actual).unwrap();
-            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(actual.as_str()) {
-                drifted.push(path.display().to_string());
+            } else {
+                let expected = std::fs::read_to_string(&path).unwrap_or_default();
+                if expected != actual {
+                    // What changed, as a diff, so the drift can be judged from CI's log.
+                    let diff = similar::TextDiff::from_lines(&expected, &actual)
+                        .unified_diff()
+                        .context_radius(3)
+                        .header(&path.display().to_string(), "the tool as served now")
+                        .to_string();
+                    drifted.push(diff);
+                }
             }
         }
         // Doc comments wrap lines: compare the words.
@@ -82,6 +91,7 @@ async fn tool_schemas_match_the_snapshots() {
     }
     assert!(
         drifted.is_empty(),
-        "tool schemas drifted from schemas/ (run `UPDATE_SCHEMAS=1 cargo test --test schemas` and review): {drifted:?}"
+        "tool schemas drifted from schemas/ (run `UPDATE_SCHEMAS=1 cargo test --test schemas` and review):\n{}",
+        drifted.join("\n")
     );
 }

@@ -134,6 +134,7 @@ impl Engine {
         let target = call.resolve(&task, &records).await?;
         let ask = Ask {
             template_id: request.template_id,
+            template_name: &checked.template.name,
             name: task.canonical.as_deref(),
             now: Utc::now(),
             agent_timeout: self.config.agent_timeout,
@@ -441,6 +442,7 @@ impl Call<'_> {
                                 };
                                 let ask = Ask {
                                     template_id: template.id,
+                                    template_name: &template.name,
                                     name: Some(&name),
                                     now: Utc::now(),
                                     agent_timeout: self.engine.config.agent_timeout,
@@ -526,12 +528,25 @@ fn creation_notes(task: &Task, name: &str, replaces: Option<&Replacing>) -> Vec<
             "{requested:?} is not a valid Coder workspace name ({problem}); it was created as {name:?} (passing {requested:?} again finds it)"
         ));
     }
+    // A replaced workspace that still exists goes on costing: say so.
+    let still_there = |old: &Replacing| {
+        if old.holds_name {
+            format!(
+                "; {:?} still exists: delete it in Coder if it is no longer needed",
+                old.name
+            )
+        } else {
+            String::new()
+        }
+    };
     match replaces {
-        Some(old) if old.holds_name && old.name != name => {
+        Some(old) if old.holds_name && task.canonical.as_deref().is_some_and(|c| c != name) => {
             let handle = task.canonical.as_deref().unwrap_or(name);
             notes.push(format!(
-                "the existing workspace {:?} could not be used ({}) and still holds its name, so a new one was created as {name:?}; calling with name {handle:?} finds the new one; delete {:?} in Coder to free the name",
-                old.name, old.why, old.name
+                "the existing workspace {:?} could not be used ({}) and still holds the name, so a new one was created as {name:?}; calling with name {handle:?} finds the new one{}",
+                old.name,
+                old.why,
+                still_there(old)
             ));
         }
         Some(old) if old.name == name => notes.push(format!(
@@ -539,8 +554,10 @@ fn creation_notes(task: &Task, name: &str, replaces: Option<&Replacing>) -> Vec<
             old.why
         )),
         Some(old) => notes.push(format!(
-            "the existing workspace {:?} could not be used ({}), so a new one was created as {name:?}",
-            old.name, old.why
+            "the existing workspace {:?} could not be used ({}), so a new one was created as {name:?}{}",
+            old.name,
+            old.why,
+            still_there(old)
         )),
         None => {
             if let Some(requested) = task.canonical.as_deref()

@@ -63,6 +63,8 @@ pub enum Target {
 #[derive(Debug, Clone, Copy)]
 pub struct Ask<'a> {
     pub template_id: Uuid,
+    /// The requested template's name, for messages.
+    pub template_name: &'a str,
     /// The requested name, canonical (see [`super::names::canonical_name`]).
     pub name: Option<&'a str>,
     pub now: DateTime<Utc>,
@@ -296,14 +298,15 @@ fn other_template(ws: &Workspace, ask: Ask<'_>) -> String {
     };
     let name = ask.name.unwrap_or(&ws.name);
     format!(
-        "workspace {:?} already exists and was made from template {template:?} ({}), not from template {}. \
-To use it, call create_workspace with template_id {:?} and name {:?}; for a new workspace from template {}, pass another name, e.g. {:?}.",
+        "workspace {:?} already exists and was made from template {template:?} ({}), not from template {:?} ({}). \
+To use it, call create_workspace with template_id {:?} and name {:?}; for a new workspace from template {:?}, pass another name, e.g. {:?}.",
         ws.name,
         ws.template_id,
+        ask.template_name,
         ask.template_id,
         ws.template_id.to_string(),
         ws.name,
-        ask.template_id,
+        ask.template_name,
         suggest_other_name(name),
     )
 }
@@ -382,6 +385,7 @@ mod tests {
     fn ask(name: Option<&str>) -> Ask<'_> {
         Ask {
             template_id: DOCKER.parse().unwrap(),
+            template_name: "docker",
             name,
             now: NOW.parse().unwrap(),
             agent_timeout: std::time::Duration::from_secs(120),

@@ -46,7 +46,7 @@ impl TaskKey {
         match self {
             TaskKey::Chat(_) => "this chat",
             TaskKey::Session { .. } => "this session",
-            TaskKey::Stdio(_) => "this client",
+            TaskKey::Stdio(_) => "this conversation",
         }
     }
 }
