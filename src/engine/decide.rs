@@ -8,19 +8,20 @@
 //! history decides between it and a workspace Coder has under the name:
 //! [`stands_for`]), then by the conversation's key (chat, session, stdio process):
 //!
-//! | the task's workspace | action |
+//! The table, which the README shows as it is (a test keeps them equal):
+//!
+//! | the task's workspace | what the call does |
 //! |---|---|
-//! | none | create, under the requested name or a generated one |
-//! | only an intent (a create was about to be sent), Coder has no workspace of its name | create under the intended name |
-//! | deleted | create, under the requested name, else the deleted one's name (now free) |
-//! | found by name, made from another template | refuse: say whose template it is, suggest another name |
-//! | build failed or canceled; being deleted or its deletion failed; dormant; agent gone for longer than the agent timeout | replace (see below) |
-//! | start build pending or running | wait for it → `already_exists` |
-//! | stop build pending or running | wait, then start it → `already_exists` |
-//! | stopped (or its stop failed) | start it, wait → `already_exists` |
-//! | running (agent connecting, connected, or briefly disconnected) | return it once the agent and its scripts are ready → `already_exists` |
-//! | found by the conversation's key, made from another template | as above, with a note |
-//! | found by the conversation's key while the requested name is free | as above, with a note (the conversation keeps its workspace; the name stays free) |
+//! | none | creates one, under the requested name or a generated one |
+//! | only an intent (a create was about to be sent), and Coder has no workspace of its name | creates it, under the intended name |
+//! | deleted | creates a new one, under the requested name, else the deleted one's (now free) name |
+//! | found by name, made from another template | tool error naming that template and suggesting another name |
+//! | its build is pending or running | waits for it → `created: false, status: "already_exists"` |
+//! | running (its agent connecting, or away for less than `--agent-timeout`) | returns it once the agent and its scripts are ready → `already_exists` |
+//! | stopped (e.g. by autostop), stopping, or its stop failed | starts it (`transition: start`) and waits → `already_exists` |
+//! | its build failed or was canceled, it is being deleted (or its deletion failed), it is dormant, or its agent has been gone for longer than `--agent-timeout` | creates a new one (see below), and the `message` says why |
+//! | the conversation's, made from another template | returns it, and the `message` says so |
+//! | the conversation's, while the requested `name` names nothing | returns it, and the `message` says so; the name stays free for another conversation |
 //!
 //! A replacement takes the requested name when that is free. When the unusable
 //! workspace still holds it (Coder names are unique per owner among workspaces not yet
