@@ -34,13 +34,17 @@ pub struct ListTemplatesResult {
 pub struct TemplateSummary {
     /// Pass this to read_template and create_workspace.
     pub id: Uuid,
+    /// The template's name (unique in its organization).
     pub name: String,
+    /// The name to show people, when it differs.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
     /// The description, cut to about 200 characters.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The Coder organization the template belongs to.
     pub organization_name: String,
+    /// The template version new workspaces are built from.
     pub active_version_id: Uuid,
     /// How many people used the template recently.
     pub active_user_count: i64,
@@ -71,17 +75,25 @@ pub struct ReadTemplateResult {
 /// A template.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TemplateDetail {
+    /// Pass this to create_workspace as `template_id`.
     pub id: Uuid,
+    /// The template's name (unique in its organization).
     pub name: String,
+    /// The name to show people, when it differs.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
+    /// What the template provides.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The Coder organization the template belongs to.
     pub organization_name: String,
+    /// The template version new workspaces are built from (its parameters are listed).
     pub active_version_id: Uuid,
+    /// How many people used the template recently.
     pub active_user_count: i64,
     /// Deprecated templates should not be used for new workspaces.
     pub deprecated: bool,
+    /// Why the template is deprecated, and what to use instead.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub deprecation_message: String,
 }
@@ -107,8 +119,10 @@ impl From<&Template> for TemplateDetail {
 pub struct ParameterInfo {
     /// The key to use in create_workspace's `parameters`.
     pub name: String,
+    /// The name to show people, when it differs.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
+    /// What the parameter is for, cut to about 300 characters.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// `string`, `number`, `bool` or `list(string)` (pass a JSON array as a string).
@@ -136,8 +150,11 @@ pub struct ParameterInfo {
 /// One allowed value of a parameter.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ParameterOption {
+    /// The name to show people.
     pub name: String,
+    /// The value to pass in create_workspace's `parameters`.
     pub value: String,
+    /// What choosing it means.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
@@ -250,6 +267,7 @@ pub struct CreateWorkspaceResult {
     pub owner: String,
     /// The template the workspace was built from.
     pub template_id: Uuid,
+    /// That template's name.
     pub template_name: String,
     /// Coder's status of the workspace as a whole (not of a build): `running` means the
     /// workspace is up; `starting` and `pending` that its build is still under way. One of
