@@ -420,3 +420,13 @@ fn a_bad_store_url_is_refused_without_its_password() {
         "{stderr}"
     );
 }
+
+/// An address already in use is named in the error (sim and serve alike).
+#[test]
+fn an_address_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run(&["sim", "--listen", &addr], &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains(&addr), "{stderr}");
+}
