@@ -42,8 +42,74 @@ async fn persistent_5xx_is_a_tool_error_with_coders_message() {
         error.contains("could not list templates: Coder answered HTTP 503: database is restarting"),
         "{error}"
     );
+    // Every tool says that calling again later is safe when the failure is likely to pass.
+    assert!(
+        error.contains("calling list_templates again in a moment is safe"),
+        "{error}"
+    );
+    env.sim.inject_fault(
+        Fault::new(http::Method::GET, "/api/v2/templates/", 503)
+            .times(4)
+            .message("database is restarting"),
+    );
+    let args = json!({ "template_id": env.docker.id.to_string() });
+    let error = error_text(&server.call("read_template", args).await);
+    assert!(
+        error.contains("calling read_template again in a moment is safe"),
+        "{error}"
+    );
     // And the server still serves once Coder is back.
     structured(&server.call("list_templates", json!({})).await);
+}
+
+/// Coder's `Retry-After` (429 or 503) decides when a GET is tried again: a wait that
+/// fits is waited for and the request succeeds; one longer than the client waits for
+/// (10 s), or past the call's own time limit, is not: the error comes back at once,
+/// saying how long Coder asked to wait. (Counted in requests, not timed.)
+#[tokio::test]
+async fn coders_retry_after_is_honoured_within_the_calls_time() {
+    let env = Env::new().await;
+    let server = env.server(&["--max-call-wait", "5s"]).await;
+    let templates = || env.sim.view().requests_matching("GET", "/api/v2/templates");
+
+    env.sim.inject_fault(
+        Fault::new(http::Method::GET, "/api/v2/templates", 429)
+            .message("rate limit exceeded")
+            .retry_after(1),
+    );
+    structured(&server.call("list_templates", json!({})).await);
+    assert_eq!(templates(), 2, "waited as asked, then tried again");
+
+    env.sim.clear_requests();
+    env.sim.inject_fault(
+        Fault::new(http::Method::GET, "/api/v2/templates", 429)
+            .message("rate limit exceeded")
+            .retry_after(60),
+    );
+    let error = error_text(&server.call("list_templates", json!({})).await);
+    assert_eq!(templates(), 1, "a minute is not waited for");
+    assert!(
+        error.contains("Coder asked to wait 1m before trying again")
+            && error.contains("calling list_templates again in a moment is safe"),
+        "{error}"
+    );
+
+    // Inside create_workspace, a wait past the call's own limit (5 s here) is not made.
+    env.sim.clear_requests();
+    env.sim.inject_fault(
+        Fault::new(http::Method::GET, "/api/v2/templates/", 503)
+            .message("overloaded")
+            .retry_after(8),
+    );
+    let error = error_text(&server.call("create_workspace", env.create_args()).await);
+    assert_eq!(
+        env.sim
+            .view()
+            .requests_matching("GET", "/api/v2/templates/"),
+        1
+    );
+    assert!(error.contains("Coder asked to wait 8s"), "{error}");
+    assert_eq!(env.workspaces().len(), 0);
 }
 
 #[tokio::test]

@@ -21,6 +21,8 @@ pub struct Fault {
     /// When true the request is processed first and only its response is replaced
     /// by the fault, like a gateway that loses the answer of a request that went through.
     pub after_processing: bool,
+    /// A `Retry-After` header (seconds), as Coder sends with 429 and 503.
+    pub retry_after: Option<u64>,
 }
 
 impl Fault {
@@ -38,6 +40,7 @@ impl Fault {
             times: 1,
             message,
             after_processing: false,
+            retry_after: None,
         }
     }
 
@@ -48,6 +51,12 @@ impl Fault {
 
     pub fn message(mut self, message: impl Into<String>) -> Fault {
         self.message = message.into();
+        self
+    }
+
+    /// Answer with a `Retry-After` of `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Fault {
+        self.retry_after = Some(seconds);
         self
     }
 

@@ -232,7 +232,12 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
             .find(|f| f.matches(&method, &path))
             .map(|f| {
                 f.times -= 1;
-                (f.status, f.message.clone(), f.after_processing)
+                (
+                    f.status,
+                    f.message.clone(),
+                    f.after_processing,
+                    f.retry_after,
+                )
             });
         st.faults.retain(|f| f.times > 0);
         (seq, fault, caller)
@@ -247,17 +252,23 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
     .await;
 
     let needs_auth = path.starts_with("/api/v2/") && path != "/api/v2/buildinfo";
-    let fault_response = |status: u16, message: String| {
+    let fault_response = |(status, message, retry_after): (u16, String, Option<u64>)| {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError::new(status, message).into_response()
+        let mut response = ApiError::new(status, message).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     };
     let (early_fault, late_fault) = match fault {
-        Some((status, message, true)) => (None, Some((status, message))),
-        Some((status, message, false)) => (Some((status, message)), None),
+        Some((status, message, true, after)) => (None, Some((status, message, after))),
+        Some((status, message, false, after)) => (Some((status, message, after)), None),
         None => (None, None),
     };
-    let response = if let Some((status, message)) = early_fault {
-        fault_response(status, message)
+    let response = if let Some(fault) = early_fault {
+        fault_response(fault)
     } else if needs_auth && token.is_none() {
         ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT)
             .detail(format!(
@@ -283,7 +294,7 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
         })
         .await;
         match late_fault {
-            Some((status, message)) => fault_response(status, message),
+            Some(fault) => fault_response(fault),
             None => response,
         }
     };

@@ -59,7 +59,7 @@ pub async fn main() -> ExitCode {
 
 /// Checks the credentials against Coder once (`GET /users/me`), with a message that
 /// says what to fix when they do not work.
-pub async fn connect(credentials: Credentials) -> anyhow::Result<Identity> {
+async fn connect(credentials: Credentials) -> anyhow::Result<Identity> {
     let client = CoderClient::new(&credentials.url, credentials.token)
         .map_err(|e| anyhow::anyhow!("invalid Coder URL from {}: {e}", credentials.url_source))?;
     match client.me().await {
@@ -81,7 +81,7 @@ pub async fn connect(credentials: Credentials) -> anyhow::Result<Identity> {
 }
 
 /// Opens the store, with a start-up error that says what to do when it cannot be used.
-pub async fn open_store(location: StoreLocation, args: &StoreArgs) -> anyhow::Result<Store> {
+async fn open_store(location: StoreLocation, args: &StoreArgs) -> anyhow::Result<Store> {
     let hint = match &location {
         StoreLocation::Sqlite(_) => {
             "pass --store <another file> (or set CODER_MCP_STORE), or make this one writable"

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
@@ -17,13 +18,18 @@ use super::types::*;
 /// The header Coder reads the session token from (`CoderSessionToken` in the spec).
 pub const SESSION_TOKEN_HEADER: &str = "Coder-Session-Token";
 
-/// How idempotent requests are retried.
+/// How idempotent requests are retried: exponential backoff with full jitter (each wait
+/// anywhere between nothing and the backoff's delay, so that clients that failed together
+/// do not come back together), or what Coder's `Retry-After` asks for.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Total attempts, the first included.
-    pub attempts: u32,
+    pub attempts: usize,
     pub first_delay: Duration,
     pub max_delay: Duration,
+    /// A `Retry-After` longer than this is not waited for: the error comes back at once
+    /// (and says how long Coder asked to wait).
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -32,6 +38,7 @@ impl Default for RetryPolicy {
             attempts: 4,
             first_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(10),
         }
     }
 }
@@ -44,6 +51,8 @@ pub struct CoderClient {
     http: reqwest::Client,
     retry: RetryPolicy,
     request_timeout: Duration,
+    /// Retries that would end after this are not made (the call's own time limit).
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for CoderClient {
@@ -73,12 +82,17 @@ impl CoderClient {
             http,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(30),
+            deadline: None,
         })
     }
 
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
+    /// The same client for a call that must be answered by `deadline`: its retries stop
+    /// where waiting would take it past it.
+    pub fn within(&self, deadline: Option<tokio::time::Instant>) -> Self {
+        Self {
+            deadline,
+            ..self.clone()
+        }
     }
 
     /// The same deployment seen with another user's token (shares the connection pool).
@@ -210,16 +224,6 @@ impl CoderClient {
         .await
     }
 
-    /// `GET /workspacebuilds/{id}/logs?after=N` (the log so far, not followed).
-    pub async fn build_logs(
-        &self,
-        build: Uuid,
-        after: i64,
-    ) -> Result<Vec<ProvisionerJobLog>, CoderError> {
-        self.get(&format!("/workspacebuilds/{build}/logs?after={after}"))
-            .await
-    }
-
     /// `GET /workspacebuilds/{id}/parameters`: the parameter values a build used.
     pub async fn build_parameters(
         &self,
@@ -236,21 +240,36 @@ impl CoderClient {
 
     // ---- plumbing --------------------------------------------------------------
 
-    /// A GET, retried with backoff while the failure is transient.
+    /// A GET, retried while the failure is transient (network, 429, 5xx): after Coder's
+    /// `Retry-After` when it gives one, else after a fully jittered exponential backoff;
+    /// never past the call's deadline.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CoderError> {
-        let mut delay = self.retry.first_delay;
-        let mut attempt = 1;
-        loop {
-            match self.send_once::<T, ()>(Method::GET, path, None).await {
-                Err(err) if err.is_transient() && attempt < self.retry.attempts => {
-                    tracing::debug!(%path, attempt, error = %err, "retrying Coder request");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.retry.max_delay);
-                    attempt += 1;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.retry.first_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_max_times(self.retry.attempts.saturating_sub(1));
+        let retry = &self.retry;
+        let deadline = self.deadline;
+        (|| self.send_once::<T, ()>(Method::GET, path, None))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(CoderError::is_transient)
+            .adjust(|err: &CoderError, delay: Option<Duration>| {
+                let wait = match err.retry_after() {
+                    Some(after) if after > retry.max_retry_after => return None,
+                    Some(after) => after,
+                    // Full jitter: anywhere in [0, delay).
+                    None => delay?.mul_f64(fastrand::f64()),
+                };
+                match deadline {
+                    Some(deadline) if tokio::time::Instant::now() + wait >= deadline => None,
+                    _ => Some(wait),
                 }
-                other => return other,
-            }
-        }
+            })
+            .notify(|err: &CoderError, wait: Duration| {
+                tracing::debug!(%path, error = %err, wait_ms = wait.as_millis() as u64, "retrying Coder request");
+            })
+            .await
     }
 
     async fn send_once<T: DeserializeOwned, B: Serialize>(
@@ -267,9 +286,10 @@ impl CoderClient {
         let response = request.send().await.map_err(|e| self.network_error(e))?;
         let status = response.status();
         tracing::debug!(%method, %path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "coder request");
+        let retry_after = retry_after(response.headers());
         let bytes = response.bytes().await.map_err(|e| self.network_error(e))?;
         if !status.is_success() {
-            return Err(api_error(status, &bytes));
+            return Err(api_error(status, &bytes).with_retry_after(retry_after));
         }
         serde_json::from_slice(&bytes).map_err(|e| CoderError::Decode {
             what: format!("{method} {path}"),
@@ -302,7 +322,24 @@ pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> CoderError {
     CoderError::Api {
         status: status.as_u16(),
         response,
+        retry_after: None,
     }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
 }
 
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {

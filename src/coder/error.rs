@@ -7,8 +7,13 @@ use super::types::Response;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CoderError {
     /// Coder answered with an error status and (usually) a `codersdk.Response` body.
-    #[error("{}", describe_api_error(*status, response))]
-    Api { status: u16, response: Response },
+    #[error("{}", describe_api_error(*status, response, *retry_after))]
+    Api {
+        status: u16,
+        response: Response,
+        /// How long Coder asked to wait before trying again (`Retry-After`, on 429/503).
+        retry_after: Option<std::time::Duration>,
+    },
     /// Coder could not be reached (connection refused, DNS, TLS, timeout...).
     #[error("could not reach Coder at {url}: {reason}")]
     Network { url: String, reason: String },
@@ -42,10 +47,27 @@ impl CoderError {
             Self::Api {
                 status: 500,
                 response,
+                ..
             } => [&response.message, &response.detail]
                 .iter()
                 .any(|text| text.contains("workspaces_owner_id_lower_idx")),
             _ => false,
+        }
+    }
+
+    /// The same error, with how long Coder asked to wait (an API error only).
+    pub fn with_retry_after(mut self, after: Option<std::time::Duration>) -> Self {
+        if let Self::Api { retry_after, .. } = &mut self {
+            *retry_after = after;
+        }
+        self
+    }
+
+    /// How long Coder asked to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Api { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -59,7 +81,11 @@ impl CoderError {
     }
 }
 
-fn describe_api_error(status: u16, response: &Response) -> String {
+fn describe_api_error(
+    status: u16,
+    response: &Response,
+    retry_after: Option<std::time::Duration>,
+) -> String {
     let mut text = if response.message.is_empty() {
         format!("Coder answered HTTP {status}")
     } else {
@@ -79,6 +105,12 @@ fn describe_api_error(status: u16, response: &Response) -> String {
             .collect();
         text.push_str(&format!("; invalid fields: {}", fields.join("; ")));
     }
+    if let Some(after) = retry_after {
+        text.push_str(&format!(
+            "; Coder asked to wait {} before trying again",
+            humantime::format_duration(after)
+        ));
+    }
     text
 }
 
@@ -90,6 +122,7 @@ mod tests {
     #[test]
     fn api_error_carries_message_detail_and_validations() {
         let err = CoderError::Api {
+            retry_after: None,
             status: 400,
             response: Response {
                 message: "Invalid request.".into(),

@@ -114,11 +114,14 @@ impl Engine {
         sink: &dyn ProgressSink,
         cancel: &CancellationToken,
     ) -> Result<Answer, CreateError> {
+        let deadline = self.config.max_call_wait.map(|d| Instant::now() + d);
+        // Coder requests retried within the call's own time, not past it.
+        let client = &client.within(deadline);
         let mut call = Call {
             engine: self,
             client,
             cancel,
-            deadline: self.config.max_call_wait.map(|d| Instant::now() + d),
+            deadline,
             started: Instant::now(),
             progress: ProgressTracker::new(sink, self.config.heartbeat),
         };

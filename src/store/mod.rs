@@ -185,7 +185,8 @@ impl Store {
         Ok(store)
     }
 
-    /// An in-memory store (tests and benchmarks).
+    /// An in-memory store (unit tests).
+    #[cfg(test)]
     pub fn memory() -> Store {
         Store {
             backend: Backend::Memory(Arc::default()),
@@ -196,6 +197,7 @@ impl Store {
     }
 
     /// The same store with another clock (unix seconds), for tests of the retention.
+    #[cfg(test)]
     pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Store {
         self.clock = Arc::new(clock);
         self

@@ -14,7 +14,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
-use crate::coder::Identity;
+use crate::coder::{CoderError, Identity};
 use crate::engine::{Caller, CreateError, CreateRequest, Engine, ProgressSink, TaskKey};
 use crate::shutdown::{CallTracker, LinkedCancel};
 use args::{CreateWorkspaceArgs, ListTemplatesArgs, ReadTemplateArgs, parse_template_id};
@@ -131,7 +131,7 @@ impl WorkspaceServer {
         let mut templates = client
             .templates()
             .await
-            .map_err(|e| format!("could not list templates: {e}"))?;
+            .map_err(|e| failure("could not list templates", "list_templates", &e))?;
         templates.retain(|t| !t.deprecated);
         if let Some(query) = args
             .query
@@ -199,13 +199,23 @@ impl WorkspaceServer {
             if matches!(e.status(), Some(400 | 403 | 404)) {
                 format!("template {id} not found ({e}); use list_templates to find a template id")
             } else {
-                format!("could not read template {id}: {e}")
+                failure(
+                    &format!("could not read template {id}"),
+                    "read_template",
+                    &e,
+                )
             }
         })?;
         let parameters = client
             .rich_parameters(template.active_version_id)
             .await
-            .map_err(|e| format!("could not read the parameters of template {id}: {e}"))?;
+            .map_err(|e| {
+                failure(
+                    &format!("could not read the parameters of template {id}"),
+                    "read_template",
+                    &e,
+                )
+            })?;
         Ok(Json(ReadTemplateResult {
             template: (&template).into(),
             parameters: parameters.iter().map(ParameterInfo::from).collect(),
@@ -352,6 +362,18 @@ fn make_portable(schema: &mut serde_json::Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(make_portable),
         _ => {}
+    }
+}
+
+/// A Coder failure as a tool error: what failed, Coder's words, and, when it is likely to
+/// pass (Coder unreachable, 5xx, 429), that calling again later is safe.
+fn failure(context: &str, tool: &str, err: &CoderError) -> String {
+    if err.is_transient() {
+        format!(
+            "{context}: {err} (Coder is unreachable or failing right now; calling {tool} again in a moment is safe: it only reads)"
+        )
+    } else {
+        format!("{context}: {err}")
     }
 }
 
