@@ -13,5 +13,6 @@ mod demo;
 mod engine;
 mod http;
 mod shutdown;
+mod stdio;
 mod store;
 mod tools;

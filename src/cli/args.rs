@@ -92,8 +92,30 @@ pub struct StdioArgs {
         help_heading = "Store"
     )]
     pub stdio_session: Option<String>,
+    /// Longest line (one JSON-RPC message) read from stdin, e.g. 1MiB, 512KiB. A longer line
+    /// is answered with an error (-32600) and skipped without being held in memory; the
+    /// session goes on. Like `serve`'s --max-body: tool calls are a few KiB.
+    #[arg(
+        long,
+        default_value = "1MiB",
+        value_name = "SIZE",
+        value_parser = parse_line_limit,
+        help_heading = "stdio"
+    )]
+    pub max_line: ByteSize,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// A line limit: a size of at least 1 KiB (an `initialize` message needs a few hundred bytes).
+fn parse_line_limit(text: &str) -> Result<ByteSize, String> {
+    let size: ByteSize = text.trim().parse()?;
+    if size.as_u64() < 1024 {
+        return Err(format!(
+            "{size} is too small for an MCP message (use e.g. 1MiB)"
+        ));
+    }
+    Ok(size)
 }
 
 /// `serve`: the HTTP transports.

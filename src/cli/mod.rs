@@ -129,11 +129,21 @@ async fn serve_stdio(args: &StdioArgs) -> anyhow::Result<()> {
     let user = identity.user.id;
     let server = WorkspaceServer::new(engine.clone(), identity, key.clone());
     tracing::info!("serving MCP on stdio");
-    let running = server
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| anyhow::anyhow!("MCP initialization failed: {e}"))?;
-    let reason = running.waiting().await?;
+    // rmcp reads and writes through the framing layer, which answers every line it
+    // cannot process (see src/stdio.rs).
+    let max_line = usize::try_from(args.max_line.as_u64()).unwrap_or(usize::MAX);
+    let (stdin, stdout) = rmcp::transport::stdio();
+    let (transport, framing) = crate::stdio::start(stdin, stdout, max_line);
+    let running = match server.serve(transport).await {
+        Ok(running) => running,
+        Err(e) => {
+            framing.finish().await;
+            anyhow::bail!("MCP initialization failed: {e}");
+        }
+    };
+    let reason = running.waiting().await;
+    framing.finish().await;
+    let reason = reason?;
     tracing::info!(?reason, "MCP session ended");
     // A process's own conversation ends with it (a named one is kept for next time).
     if matches!(&key, TaskKey::Stdio(id) if id.starts_with("process:")) {
