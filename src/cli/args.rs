@@ -46,7 +46,7 @@ pub enum Command {
     /// Serve MCP over HTTP for hosted agents: Streamable HTTP at /mcp, legacy HTTP+SSE at
     /// /sse. Each client authenticates with its own Coder session token
     /// (`Authorization: Bearer <token>`) and acts as that Coder user.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run list_templates → read_template → create_workspace against a built-in simulated
     /// Coder, through a real MCP session with this binary: progress on stderr, the results
     /// on stdout.
@@ -149,6 +149,53 @@ pub struct ServeArgs {
     /// Sessions unused this long are closed.
     #[arg(long, default_value = "30m", value_parser = parse_duration, value_name = "DURATION", help_heading = "HTTP")]
     pub session_idle_timeout: Duration,
+    /// Sessions opened and never used (no request after `initialize`, or no message after
+    /// `GET /sse`) are closed after this, and stop counting against the session limits.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", help_heading = "HTTP")]
+    pub unused_session_timeout: Duration,
+    /// How long a client may take to send a request's headers (from connecting, or from the
+    /// first byte of a next request); then the connection is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Connections")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body; then 408 and the connection is
+    /// closed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Connections")]
+    pub body_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request; then it is closed.
+    /// Keep it above a reverse proxy's upstream keep-alive (nginx: 60s; AWS ALB: 60s).
+    #[arg(long, default_value = "90s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Connections")]
+    pub keep_alive_timeout: Duration,
+    /// Most open connections, in all; a connection beyond gets 503 and is closed.
+    #[arg(
+        long,
+        default_value_t = 2048,
+        value_name = "N",
+        help_heading = "Connections"
+    )]
+    pub max_connections: usize,
+    /// Most open connections per client address (IPv6: per /64); a connection beyond gets
+    /// 429 and is closed. Behind a reverse proxy every connection comes from the proxy:
+    /// raise it (0: no per-address cap).
+    #[arg(
+        long,
+        default_value_t = 256,
+        value_name = "N",
+        help_heading = "Connections"
+    )]
+    pub max_connections_per_address: usize,
+    /// Failed authentications a client address may have per minute; beyond them, requests
+    /// whose token would have to be checked with Coder get 429 with Retry-After (0: no limit).
+    #[arg(
+        long,
+        default_value_t = 10,
+        value_name = "N",
+        help_heading = "Identity"
+    )]
+    pub max_auth_failures: u32,
+    /// After Coder failed to check a token (5xx, unreachable), how long new tokens are
+    /// answered 503 at once instead of asking Coder again. Hidden: tests lengthen it.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub coder_outage_hold: Duration,
     /// How long a /readyz answer is reused (it needs no credentials, so it must not let
     /// anyone make the server call Coder at will). Hidden: tests lengthen it.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION", hide = true)]

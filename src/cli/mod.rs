@@ -21,7 +21,8 @@ use crate::coder::Identity;
 use crate::coder::SessionToken;
 use crate::config::{Credentials, resolve_credentials, resolve_url};
 use crate::engine::{Engine, TaskKey};
-use crate::http::auth::SharedIdentity;
+use crate::http::auth::{AuthLimits, SharedIdentity};
+use crate::http::conn::ConnectionLimits;
 use crate::http::guard::{GuardConfig, LOOPBACK_HOSTS};
 use crate::http::sessions::SessionLimits;
 use crate::store::{Store, StoreLocation};
@@ -169,6 +170,19 @@ async fn serve_http(args: &ServeArgs) -> anyhow::Result<()> {
             "--shared-identity needs the static bearer clients must present: pass --auth-token <TOKEN> or set CODER_MCP_AUTH_TOKEN"
         );
     }
+    for (flag, value) in [
+        ("--header-read-timeout", args.header_read_timeout),
+        ("--body-read-timeout", args.body_read_timeout),
+        ("--keep-alive-timeout", args.keep_alive_timeout),
+        ("--unused-session-timeout", args.unused_session_timeout),
+    ] {
+        if value.is_zero() {
+            anyhow::bail!("{flag} must be longer than 0");
+        }
+    }
+    if args.max_connections == 0 {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
     let location = args.store.location().map_err(anyhow::Error::msg)?;
     let store = open_store(location, &args.store).await?;
     let engine = Arc::new(Engine::new(args.timing.engine_config(), store));
@@ -212,6 +226,18 @@ async fn serve_http(args: &ServeArgs) -> anyhow::Result<()> {
             max_body: usize::try_from(args.max_body.as_u64()).unwrap_or(usize::MAX),
         },
         session_idle_timeout: args.session_idle_timeout,
+        unused_session_timeout: args.unused_session_timeout,
+        connections: ConnectionLimits {
+            header_read_timeout: args.header_read_timeout,
+            keep_alive_timeout: args.keep_alive_timeout,
+            max_connections: args.max_connections,
+            max_per_address: args.max_connections_per_address,
+        },
+        body_read_timeout: args.body_read_timeout,
+        auth: AuthLimits {
+            max_failures_per_minute: args.max_auth_failures,
+            outage_hold: args.coder_outage_hold,
+        },
         ready_cache: args.ready_cache,
         limits: SessionLimits {
             total: args.max_sessions,

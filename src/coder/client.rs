@@ -146,6 +146,13 @@ impl CoderClient {
         self.get("/users/me").await
     }
 
+    /// `GET /users/me` once, never retried: `serve` checks each client's token with it,
+    /// and a failing Coder must be reported at once, not retried for every token.
+    pub async fn me_once(&self) -> Result<User, CoderError> {
+        self.send_once::<User, ()>(Method::GET, "/users/me", None)
+            .await
+    }
+
     /// `GET /buildinfo` (no authentication needed).
     pub async fn build_info(&self) -> Result<BuildInfoResponse, CoderError> {
         self.get("/buildinfo").await

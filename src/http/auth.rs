@@ -5,6 +5,7 @@
 //! static `--auth-token` and all act as the server's own Coder identity.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -17,6 +18,7 @@ use headers::{Authorization, HeaderMapExt};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
+use super::conn::Peer;
 use crate::coder::Identity;
 use crate::coder::client::SESSION_TOKEN_HEADER;
 use crate::coder::{CoderClient, SessionToken};
@@ -25,8 +27,26 @@ use crate::coder::{CoderClient, SessionToken};
 const ACCEPTED_TTL: Duration = Duration::from_secs(60);
 /// How long a token Coder rejected stays rejected without asking again.
 const REJECTED_TTL: Duration = Duration::from_secs(10);
+/// Most tokens remembered at once (a stream of random tokens must not grow memory).
+const CACHE_CAPACITY: u64 = 100_000;
+/// Longest wait for Coder's answer about a token.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a token Coder accepted stays known as good: its re-checks are not held up
+/// by its address's failures (behind a proxy, everyone shares one address).
+const KNOWN_GOOD_TTL: Duration = Duration::from_secs(3600);
+/// The longest outage hold Coder's own `Retry-After` may ask for.
+const MAX_OUTAGE_HOLD: Duration = Duration::from_secs(60);
 /// The realm named in `WWW-Authenticate`.
 const REALM: &str = "coder-workspace-mcp";
+
+/// `--max-auth-failures` and how long a failing Coder is taken to be down.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthLimits {
+    /// Failed authentications a client address may have per minute (0: no limit).
+    pub max_failures_per_minute: u32,
+    /// After Coder failed a token check, how long new tokens are answered 503 at once.
+    pub outage_hold: Duration,
+}
 
 /// A single identity shared by every client that presents the static bearer.
 pub struct SharedIdentity {
@@ -46,8 +66,15 @@ pub struct Caller {
 pub enum AuthError {
     Missing,
     Rejected(String),
-    /// Coder could not be asked.
-    Unavailable(String),
+    /// Coder could not be asked, or failed to answer: not the token's fault.
+    Unavailable {
+        why: String,
+        retry_after: Duration,
+    },
+    /// Too many failed authentications from the client's address.
+    TooManyFailures {
+        retry_after: Duration,
+    },
 }
 
 impl IntoResponse for AuthError {
@@ -63,10 +90,19 @@ impl IntoResponse for AuthError {
                 format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
                 format!("the token was rejected: {why}"),
             ),
-            AuthError::Unavailable(why) => {
-                return super::body::error_response(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("cannot check the token with Coder: {why}"),
+            AuthError::Unavailable { why, retry_after } => {
+                tracing::info!(error = %why, "token check: Coder is unavailable");
+                return super::body::retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("Coder is unavailable, so the token cannot be checked ({why}); try again later"),
+                    retry_after,
+                );
+            }
+            AuthError::TooManyFailures { retry_after } => {
+                return super::body::retry_later(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed authentications from your address; try again later (see --max-auth-failures)",
+                    retry_after,
                 );
             }
         };
@@ -80,24 +116,133 @@ impl IntoResponse for AuthError {
     }
 }
 
-enum Cached {
-    Accepted(Arc<Identity>, Instant),
-    Rejected(String, Instant),
+/// What Coder said about a token.
+#[derive(Clone)]
+enum Verdict {
+    Accepted(Arc<Identity>),
+    Rejected(Arc<str>),
 }
 
-/// Checks credentials, with a short cache so a busy session does not ask Coder on every request.
+impl Verdict {
+    fn caller(self, credential: SessionToken) -> Result<Caller, AuthError> {
+        match self {
+            Verdict::Accepted(identity) => Ok(Caller {
+                credential,
+                identity,
+            }),
+            Verdict::Rejected(why) => Err(AuthError::Rejected(why.to_string())),
+        }
+    }
+}
+
+/// Coder failed to answer a token check: why, and how long to hold off asking again.
+#[derive(Debug)]
+struct Unavailable {
+    why: String,
+    retry_after: Option<Duration>,
+}
+
+/// Accepted tokens are remembered longer than rejected ones.
+struct VerdictTtl;
+
+impl moka::Expiry<SessionToken, Verdict> for VerdictTtl {
+    fn expire_after_create(
+        &self,
+        _: &SessionToken,
+        verdict: &Verdict,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(match verdict {
+            Verdict::Accepted(_) => ACCEPTED_TTL,
+            Verdict::Rejected(_) => REJECTED_TTL,
+        })
+    }
+}
+
+/// Failed authentications per client address, as a GCRA (the generic cell rate
+/// algorithm, one instant per address): `n` a minute, in a burst of up to `n`. Hand-written
+/// rather than `governor`'s, because only failures may count and the check comes before
+/// the outcome is known: `governor` can only test an address by spending a cell of it.
+struct FailureLimiter {
+    per_minute: u32,
+    /// When each address's budget is whole again (its theoretical arrival time).
+    tat: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl FailureLimiter {
+    fn interval(&self) -> Duration {
+        Duration::from_secs(60) / self.per_minute.max(1)
+    }
+
+    /// Whether `peer` may fail once more; if not, how long until it may.
+    fn check(&self, peer: Peer) -> Result<(), AuthError> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let tolerance = self.interval() * (self.per_minute - 1);
+        match self.tat.lock().get(&peer.key()) {
+            Some(tat) if *tat > now + tolerance => Err(AuthError::TooManyFailures {
+                retry_after: *tat - (now + tolerance),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn record(&self, peer: Peer) {
+        if self.per_minute == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut tat = self.tat.lock();
+        let entry = tat.entry(peer.key()).or_insert(now);
+        *entry = (*entry).max(now) + self.interval();
+        tracing::info!(peer = %peer.0, "failed authentication");
+        // Addresses whose budget is whole again need no entry.
+        if tat.len() > 10_000 {
+            tat.retain(|_, at| *at > now);
+        }
+    }
+}
+
+/// Checks credentials against Coder, so that it cannot be turned against Coder: a token is
+/// checked once (`GET /users/me`, never retried) however many requests carry it at once,
+/// and the verdict remembered (a minute if accepted, 10 s if rejected; `moka` coalesces
+/// the concurrent checks and expires the verdicts, within a bounded size); an address
+/// that keeps failing gets 429 before Coder is asked (except for tokens Coder accepted
+/// within the hour); and while Coder fails, new tokens get 503 at once (for
+/// `--coder-outage-hold`, or as long as Coder's `Retry-After` asks, up to a minute).
 pub struct Authenticator {
     coder: CoderClient,
     shared: Option<SharedIdentity>,
-    cache: Mutex<HashMap<SessionToken, Cached>>,
+    cache: moka::future::Cache<SessionToken, Verdict>,
+    /// Tokens Coder accepted in the last hour.
+    known_good: moka::future::Cache<SessionToken, ()>,
+    failures: FailureLimiter,
+    outage_hold: Duration,
+    /// Until when Coder is taken to be down, and why.
+    outage: Mutex<Option<(Instant, String)>>,
 }
 
 impl Authenticator {
-    pub fn new(coder: CoderClient, shared: Option<SharedIdentity>) -> Self {
+    pub fn new(coder: CoderClient, shared: Option<SharedIdentity>, limits: AuthLimits) -> Self {
         Self {
             coder,
             shared,
-            cache: Mutex::new(HashMap::new()),
+            cache: moka::future::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .expire_after(VerdictTtl)
+                .build(),
+            known_good: moka::future::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(KNOWN_GOOD_TTL)
+                .build(),
+            failures: FailureLimiter {
+                per_minute: limits.max_failures_per_minute,
+                tat: Mutex::default(),
+            },
+            outage_hold: limits.outage_hold,
+            outage: Mutex::new(None),
         }
     }
 
@@ -116,9 +261,10 @@ impl Authenticator {
             .map(SessionToken::new)
     }
 
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    pub async fn authenticate(&self, headers: &HeaderMap, peer: Peer) -> Result<Caller, AuthError> {
         let credential = Self::credential(headers).ok_or(AuthError::Missing)?;
         if let Some(shared) = &self.shared {
+            self.failures.check(peer)?;
             // In constant time: how much of the bearer a guess got right must not show.
             let matches: bool = credential
                 .expose()
@@ -131,47 +277,71 @@ impl Authenticator {
                     identity: shared.identity.clone(),
                 })
             } else {
+                self.failures.record(peer);
                 Err(AuthError::Rejected(
                     "it is not this server's --auth-token".into(),
                 ))
             };
         }
-        let now = Instant::now();
-        match self.cache.lock().get(&credential) {
-            Some(Cached::Accepted(identity, at)) if now.duration_since(*at) < ACCEPTED_TTL => {
-                return Ok(Caller {
-                    credential,
-                    identity: identity.clone(),
-                });
-            }
-            Some(Cached::Rejected(why, at)) if now.duration_since(*at) < REJECTED_TTL => {
-                return Err(AuthError::Rejected(why.clone()));
-            }
-            _ => {}
+        if let Some(verdict) = self.cache.get(&credential).await {
+            return verdict.caller(credential);
         }
+        // From here on the answer costs a Coder call. A token accepted lately is being
+        // checked again, not guessed: its address's failures do not hold it up.
+        if !self.known_good.contains_key(&credential) {
+            self.failures.check(peer)?;
+        }
+        if let Some((until, why)) = self.outage.lock().clone()
+            && until > Instant::now()
+        {
+            return Err(AuthError::Unavailable {
+                why,
+                retry_after: until - Instant::now(),
+            });
+        }
+        tracing::trace!("token check: asking Coder, or joining the check in flight");
+        let verdict = self
+            .cache
+            .try_get_with(credential.clone(), self.check(&credential))
+            .await
+            .map_err(|failure: Arc<Unavailable>| {
+                // As long as Coder asked (within reason), else the configured hold.
+                let hold = failure
+                    .retry_after
+                    .map_or(self.outage_hold, |after| after.min(MAX_OUTAGE_HOLD))
+                    .max(self.outage_hold);
+                *self.outage.lock() = Some((Instant::now() + hold, failure.why.clone()));
+                AuthError::Unavailable {
+                    why: failure.why.clone(),
+                    retry_after: hold,
+                }
+            })?;
+        match &verdict {
+            Verdict::Rejected(_) => self.failures.record(peer),
+            Verdict::Accepted(_) => self.known_good.insert(credential.clone(), ()).await,
+        }
+        verdict.caller(credential)
+    }
+
+    /// Asks Coder once who the token belongs to. `Err` is Coder's failure, not the token's.
+    async fn check(&self, credential: &SessionToken) -> Result<Verdict, Unavailable> {
         let client = self.coder.with_token(credential.clone());
-        let outcome = client.me().await;
-        let mut cache = self.cache.lock();
-        // Keep the cache from growing without bound on a stream of bad tokens.
-        cache.retain(|_, entry| match entry {
-            Cached::Accepted(_, at) => now.duration_since(*at) < ACCEPTED_TTL,
-            Cached::Rejected(_, at) => now.duration_since(*at) < REJECTED_TTL,
-        });
-        match outcome {
-            Ok(user) => {
-                let identity = Arc::new(Identity { client, user });
-                cache.insert(credential.clone(), Cached::Accepted(identity.clone(), now));
-                Ok(Caller {
-                    credential,
-                    identity,
-                })
+        match tokio::time::timeout(CHECK_TIMEOUT, client.me_once()).await {
+            Err(_) => Err(Unavailable {
+                why: format!(
+                    "Coder did not answer within {}",
+                    humantime::format_duration(CHECK_TIMEOUT)
+                ),
+                retry_after: None,
+            }),
+            Ok(Ok(user)) => Ok(Verdict::Accepted(Arc::new(Identity { client, user }))),
+            Ok(Err(err)) if matches!(err.status(), Some(401 | 403)) => {
+                Ok(Verdict::Rejected(err.to_string().into()))
             }
-            Err(err) if matches!(err.status(), Some(401 | 403)) => {
-                let why = err.to_string();
-                cache.insert(credential, Cached::Rejected(why.clone(), now));
-                Err(AuthError::Rejected(why))
-            }
-            Err(err) => Err(AuthError::Unavailable(err.to_string())),
+            Ok(Err(err)) => Err(Unavailable {
+                why: err.to_string(),
+                retry_after: err.retry_after(),
+            }),
         }
     }
 }
@@ -196,5 +366,37 @@ mod tests {
             HeaderValue::from_static("Basic Zm9v"),
         );
         assert_eq!(Authenticator::credential(&headers).unwrap().expose(), "abc");
+    }
+
+    #[test]
+    fn failures_are_limited_per_address() {
+        let limiter = FailureLimiter {
+            per_minute: 3,
+            tat: Mutex::default(),
+        };
+        let (a, b) = (
+            Peer("192.0.2.1".parse().unwrap()),
+            Peer("192.0.2.2".parse().unwrap()),
+        );
+        for _ in 0..3 {
+            assert!(limiter.check(a).is_ok());
+            limiter.record(a);
+        }
+        match limiter.check(a) {
+            Err(AuthError::TooManyFailures { retry_after }) => assert!(
+                retry_after > Duration::from_secs(19) && retry_after <= Duration::from_secs(20),
+                "one failure more after 60 s / 3: {retry_after:?}"
+            ),
+            other => panic!("expected TooManyFailures, got {other:?}"),
+        }
+        assert!(limiter.check(b).is_ok(), "per address");
+        let unlimited = FailureLimiter {
+            per_minute: 0,
+            tat: Mutex::default(),
+        };
+        for _ in 0..100 {
+            unlimited.record(a);
+        }
+        assert!(unlimited.check(a).is_ok());
     }
 }

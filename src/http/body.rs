@@ -1,22 +1,159 @@
-//! The answers every route shares: the JSON error body, and the request body read
-//! within the size limit.
+//! The answers every route shares: the JSON error body, the JSON-RPC error body for a
+//! message that cannot be read, and the request body read within the size and time limits.
+
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rmcp::model::ClientJsonRpcMessage;
+use serde_json::{Value, json};
 
 /// `{"error": "..."}` with `status`: every refusal of the HTTP layer looks like this.
 pub fn error_response(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// [`error_response`] with `Retry-After` (whole seconds, at least 1).
+pub fn retry_later(status: StatusCode, message: &str, after: Duration) -> Response {
+    let mut response = error_response(status, message);
+    let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
 }
 
 /// Reads a whole request body, or answers 413 when it grows past `limit` (the guard
-/// only sees a declared `Content-Length`; a chunked body is caught here).
-pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        error_response(
+/// only sees a declared `Content-Length`; a chunked body is caught here) and 408 when it
+/// has not all arrived within `timeout` (`--body-read-timeout`: a client trickling its
+/// body must not hold the connection).
+pub async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<bytes::Bytes, Response> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("request body over the limit of {limit} bytes (see --max-body)"),
+        )),
+        Err(_) => {
+            tracing::info!("request body not received in time");
+            let mut response = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {} (see --body-read-timeout)",
+                    humantime::format_duration(timeout)
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
+    }
+}
+
+/// `400` with a JSON-RPC error body when `body` is not a JSON-RPC message the MCP server
+/// can read: `-32700` (parse error, id null) when it is not JSON, else `-32602` (invalid
+/// params) for a request whose `params` do not fit its method, else `-32600` (invalid
+/// request), with the message's id when one can be read. `None` when it is a message.
+/// (rmcp answers such bodies `415 Unsupported Media Type`, which clients read as a
+/// content-type problem.)
+pub fn unreadable_message(body: &[u8]) -> Option<Response> {
+    let value = match serde_json::from_slice::<Value>(body) {
+        Err(err) => {
+            return Some(jsonrpc_error(
+                Value::Null,
+                -32700,
+                &format!("Parse error: the body is not JSON ({err})"),
+            ));
+        }
+        Ok(value) => value,
+    };
+    if serde_json::from_value::<ClientJsonRpcMessage>(value.clone()).is_ok() {
+        return None;
+    }
+    let id = value
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let is_request = value.get("jsonrpc") == Some(&json!("2.0"))
+        && value.get("method").is_some_and(Value::is_string)
+        && !id.is_null();
+    Some(if value.is_array() {
+        jsonrpc_error(id, -32600, "Invalid Request: batches are not supported")
+    } else if is_request {
+        let method = value["method"].as_str().unwrap_or_default();
+        let method: String = method.chars().take(64).collect();
+        jsonrpc_error(id, -32602, &format!("Invalid params for {method}"))
+    } else {
+        jsonrpc_error(
+            id,
+            -32600,
+            "Invalid Request: not a JSON-RPC 2.0 request, notification or response",
         )
     })
+}
+
+fn jsonrpc_error(id: Value, code: i64, message: &str) -> Response {
+    tracing::info!(code, message, "unreadable JSON-RPC message");
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
+        ),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(body: &str) -> Option<(StatusCode, Value)> {
+        let response = unreadable_message(body.as_bytes())?;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        Some((status, serde_json::from_slice(&bytes).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn json_rpc_errors_for_unreadable_messages() {
+        assert!(
+            answer(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+                .await
+                .is_none()
+        );
+        assert!(
+            answer(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+                .await
+                .is_none()
+        );
+        let (status, body) = answer("{not json").await.unwrap();
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], -32700);
+        assert_eq!(body["id"], Value::Null);
+        let (_, body) = answer(r#"{"jsonrpc":"1.0","id":7,"method":"ping"}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            (body["error"]["code"].clone(), body["id"].clone()),
+            (json!(-32600), json!(7))
+        );
+        let (_, body) = answer(r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":"x"}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            (body["error"]["code"].clone(), body["id"].clone()),
+            (json!(-32602), json!("a"))
+        );
+        let (_, body) = answer("[]").await.unwrap();
+        assert_eq!(body["error"]["code"], -32600);
+    }
 }

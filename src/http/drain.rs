@@ -85,23 +85,3 @@ impl Signals {
         }
     }
 }
-
-/// The listener, with notice of when axum lets go of it (the socket is closed, so new
-/// connections are refused rather than left waiting in the accept queue).
-pub(super) struct NoticeClose<L> {
-    pub(super) inner: L,
-    pub(super) _closed: tokio_util::sync::DropGuard,
-}
-
-impl<L: axum::serve::Listener> axum::serve::Listener for NoticeClose<L> {
-    type Io = L::Io;
-    type Addr = L::Addr;
-
-    fn accept(&mut self) -> impl std::future::Future<Output = (Self::Io, Self::Addr)> + Send {
-        self.inner.accept()
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}

@@ -52,24 +52,58 @@ fn refuse(status: StatusCode, message: String) -> Response {
     super::body::error_response(status, &message)
 }
 
-/// Refuses requests with a foreign `Host` or `Origin` (403) or a body over the limit (413).
+/// The host a request is for, checked against `--allowed-host`: exactly one `Host`
+/// header, and an absolute-form target (`POST http://host/mcp`) or HTTP/2 `:authority`
+/// must name an allowed host too (RFC 9112 §3.2.2: the target's authority is the one
+/// that counts, so a permissive `Host` must not vouch for it). Returns the host, or the
+/// refusal: 400 for a malformed request, 403 for a host that is not allowed.
+fn checked_host<'r>(
+    config: &GuardConfig,
+    request: &'r Request,
+) -> Result<&'r str, (StatusCode, String)> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "more than one Host header".to_owned(),
+        ));
+    }
+    let header = match header.map(|v| v.to_str()) {
+        Some(Ok(host)) => Some(host),
+        Some(Err(_)) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "the Host header is not text".to_owned(),
+            ));
+        }
+        None => None,
+    };
+    let target = request.uri().authority().map(|a| a.as_str());
+    for host in [target, header].into_iter().flatten() {
+        if !config.host_allowed(host) {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("Host {host:?} is not allowed (see --allowed-host)"),
+            ));
+        }
+    }
+    target
+        .or(header)
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, "missing Host header".to_owned()))
+}
+
+/// Refuses requests with a foreign `Host` or `Origin` (403), more or fewer than one
+/// `Host` (400), or a declared body over the limit (413).
 pub async fn guard(
     State(config): State<Arc<GuardConfig>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-        .unwrap_or_default();
-    if !config.host_allowed(host) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            format!("Host {host:?} is not allowed (see --allowed-host)"),
-        );
-    }
+    let host = match checked_host(&config, &request) {
+        Ok(host) => host,
+        Err((status, message)) => return refuse(status, message),
+    };
     if let Some(origin) = request.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
         // Our own loopback origin is no cross-site request (no page can have it but ours).

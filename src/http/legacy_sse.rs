@@ -24,7 +24,8 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::App;
-use super::body::{error_response, read_body};
+use super::body::{error_response, read_body, unreadable_message};
+use super::conn::Peer;
 use super::mcp::scope_for;
 use super::sessions::Transport;
 use crate::tools::WorkspaceServer;
@@ -58,7 +59,8 @@ impl LegacySessions {
 
 /// `GET /sse`: authenticate, open a session, stream its events.
 pub async fn open(State(app): State<Arc<App>>, request: Request) -> Response {
-    let caller = match app.auth.authenticate(request.headers()).await {
+    let peer = Peer::of(request.extensions());
+    let caller = match app.auth.authenticate(request.headers(), peer).await {
         Ok(caller) => caller,
         Err(err) => return err.into_response(),
     };
@@ -132,7 +134,8 @@ pub async fn post(
     Query(query): Query<MessageQuery>,
     request: Request,
 ) -> Response {
-    let caller = match app.auth.authenticate(request.headers()).await {
+    let peer = Peer::of(request.extensions());
+    let caller = match app.auth.authenticate(request.headers(), peer).await {
         Ok(caller) => caller,
         Err(err) => return err.into_response(),
     };
@@ -156,10 +159,13 @@ pub async fn post(
         );
     };
     let (mut parts, body) = request.into_parts();
-    let bytes = match read_body(body, app.max_body).await {
+    let bytes = match read_body(body, app.max_body, app.body_read_timeout).await {
         Ok(bytes) => bytes,
         Err(refusal) => return refusal,
     };
+    if let Some(refusal) = unreadable_message(&bytes) {
+        return refusal;
+    }
     let mut message: ClientJsonRpcMessage = match serde_json::from_slice(&bytes) {
         Ok(message) => message,
         Err(err) => {

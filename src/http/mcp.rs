@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::App;
 use super::auth::Caller;
-use super::body::read_body;
+use super::body::{read_body, unreadable_message};
+use super::conn::Peer;
 use super::sessions::Transport;
 use crate::engine::TaskKey;
 use crate::tools::Scope;
@@ -56,7 +57,8 @@ pub(super) async fn authenticate_mcp(
     request: Request,
     next: Next,
 ) -> Response {
-    let caller = match app.auth.authenticate(request.headers()).await {
+    let peer = Peer::of(request.extensions());
+    let caller = match app.auth.authenticate(request.headers(), peer).await {
         Ok(caller) => caller,
         Err(err) => return err.into_response(),
     };
@@ -68,18 +70,26 @@ pub(super) async fn authenticate_mcp(
     let method = request.method().clone();
     let mut request = request;
     let mut reservation = None;
-    if let Some(id) = &session_id {
-        if let Err(refusal) = app.registry.check(id, &caller.credential) {
-            return refusal.into_response();
-        }
-    } else if method == Method::POST {
-        // Look inside: an `initialize` opens a session and counts against the limits.
+    if let Some(id) = &session_id
+        && let Err(refusal) = app.registry.check(id, &caller.credential)
+    {
+        return refusal.into_response();
+    }
+    if method == Method::POST {
+        // The body is read here, within --max-body and --body-read-timeout (a client
+        // trickling it must not hold the connection), and looked at.
         let (parts, body) = request.into_parts();
-        let bytes = match read_body(body, app.max_body).await {
+        let bytes = match read_body(body, app.max_body, app.body_read_timeout).await {
             Ok(bytes) => bytes,
             Err(refusal) => return refusal,
         };
-        if is_initialize(&bytes) {
+        if is_json(&parts.headers)
+            && let Some(refusal) = unreadable_message(&bytes)
+        {
+            return refusal;
+        }
+        // An `initialize` opens a session and counts against the limits.
+        if session_id.is_none() && is_initialize(&bytes) {
             // The slot is taken now, not when rmcp has answered: parallel initialize
             // requests would otherwise all pass the limits before any is registered.
             match app.registry.reserve(&caller.credential) {
@@ -134,8 +144,24 @@ pub(super) async fn authenticate_mcp(
     {
         tracing::info!(session = %id, "session closed by the client");
         app.end_session(id).await;
+        // rmcp answers 202, which the Python SDK logs as a failed termination (it
+        // expects 200 or 204; the TypeScript SDK takes any 2xx): 204 suits every SDK.
+        let (mut parts, _) = response.into_parts();
+        parts.status = StatusCode::NO_CONTENT;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::CONTENT_TYPE);
+        return Response::from_parts(parts, Body::empty());
     }
     response
+}
+
+/// Whether the request says its body is JSON (else rmcp answers 415 itself).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn is_initialize(body: &[u8]) -> bool {

@@ -2,12 +2,15 @@
 //! (rmcp's server), legacy HTTP+SSE at `/sse` + `/messages`, health at `/healthz`
 //! and `/readyz`.
 //!
-//! Every MCP request is authenticated with the caller's own Coder token and bound to
-//! the session it opened; `Host` and `Origin` are checked against allow-lists; bodies
-//! are limited; idle sessions expire; SIGTERM/SIGINT drain in-flight calls.
+//! Every MCP request is authenticated with the caller's own Coder token (checked so that
+//! it cannot be turned against Coder: `auth.rs`) and bound to the session it opened;
+//! `Host` and `Origin` are checked against allow-lists; bodies are limited in size and
+//! time; connections are capped and time out (`conn.rs`); idle and unused sessions
+//! expire; SIGTERM/SIGINT drain in-flight calls.
 
 pub mod auth;
 mod body;
+pub mod conn;
 mod drain;
 pub mod guard;
 mod health;
@@ -25,7 +28,6 @@ use axum::Router;
 use axum::middleware;
 
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
@@ -34,8 +36,9 @@ use crate::coder::CoderClient;
 use crate::engine::{Engine, TaskKey};
 use crate::shutdown::{CallTracker, InFlight};
 use crate::tools::WorkspaceServer;
-use auth::{Authenticator, SharedIdentity};
-use drain::{NoticeClose, Signals, drain_on_signal};
+use auth::{AuthLimits, Authenticator, SharedIdentity};
+use conn::ConnectionLimits;
+use drain::{Signals, drain_on_signal};
 use guard::GuardConfig;
 use legacy_sse::LegacySessions;
 use mcp::authenticate_mcp;
@@ -47,6 +50,11 @@ pub struct HttpOptions {
     pub listen: SocketAddr,
     pub guard: GuardConfig,
     pub session_idle_timeout: Duration,
+    /// Sessions opened and never used are closed after this.
+    pub unused_session_timeout: Duration,
+    pub connections: ConnectionLimits,
+    pub body_read_timeout: Duration,
+    pub auth: AuthLimits,
     /// How long a `/readyz` answer is reused.
     pub ready_cache: Duration,
     pub limits: SessionLimits,
@@ -65,6 +73,7 @@ pub struct App {
     /// `/mcp` POST responses still streaming (a tool call's answer may still be on its way).
     pub responses: InFlight,
     pub max_body: usize,
+    pub body_read_timeout: Duration,
     /// Ends every session and stream (after the calls are done or cancelled).
     pub transport_shutdown: CancellationToken,
     pub readiness: health::Readiness,
@@ -113,7 +122,7 @@ pub async fn serve(
     let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
     let app = Arc::new(App {
-        auth: Authenticator::new(coder.clone(), options.shared),
+        auth: Authenticator::new(coder.clone(), options.shared, options.auth),
         coder,
         engine: engine.clone(),
         registry: SessionRegistry::new(options.limits),
@@ -121,6 +130,7 @@ pub async fn serve(
         calls: CallTracker::default(),
         responses: InFlight::default(),
         max_body: options.guard.max_body,
+        body_read_timeout: options.body_read_timeout,
         transport_shutdown: shutdown.clone(),
         readiness: health::Readiness::new(options.ready_cache),
     });
@@ -172,16 +182,10 @@ pub async fn serve(
         app.clone(),
         sessions,
         options.session_idle_timeout,
+        options.unused_session_timeout,
     ));
 
-    // Without TCP_NODELAY every streamed response stalls ~40 ms (Nagle + delayed ACK).
     let listener_closed = CancellationToken::new();
-    let listener = NoticeClose {
-        inner: listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        _closed: listener_closed.clone().drop_guard(),
-    };
     tracing::info!("listening on http://{local} (Streamable HTTP at /mcp, legacy SSE at /sse)");
 
     let stop_accepting = CancellationToken::new();
@@ -189,13 +193,18 @@ pub async fn serve(
         app.clone(),
         signals,
         stop_accepting.clone(),
-        listener_closed,
+        listener_closed.clone(),
         options.shutdown_grace,
     ));
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let server = conn::serve(
+        listener,
+        router,
+        options.connections,
+        stop_accepting,
+        listener_closed,
+    );
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         // Connections that linger after every session was closed do not hold the exit.
         _ = async { shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {
             tracing::warn!("connections still open after shutdown; exiting anyway");

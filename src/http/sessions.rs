@@ -37,6 +37,11 @@ pub struct SessionEntry {
     pub user: Uuid,
     pub transport: Transport,
     pub last_seen: Instant,
+    /// When the session was opened.
+    pub opened: Instant,
+    /// Whether any request came for it after the one that opened it (an `initialized`
+    /// notification, a call, its event stream, its `DELETE`).
+    pub used: bool,
 }
 
 /// `--max-sessions` and `--max-sessions-per-token`.
@@ -120,6 +125,8 @@ impl Reservation {
                 user,
                 transport,
                 last_seen: Instant::now(),
+                opened: Instant::now(),
+                used: false,
             },
         );
         drop(inner);
@@ -175,8 +182,8 @@ impl SessionRegistry {
         })
     }
 
-    /// Checks that `id` belongs to `credential` and marks it used. `Ok(None)` for an
-    /// unknown id (the transport answers that one itself).
+    /// Checks that `id` belongs to `credential` and marks it used (and seen). `Ok(None)`
+    /// for an unknown id (the transport answers that one itself).
     pub fn check(
         &self,
         id: &str,
@@ -187,6 +194,7 @@ impl SessionRegistry {
             Some(entry) if &entry.credential != credential => Err(Refusal::Foreign),
             Some(entry) => {
                 entry.last_seen = Instant::now();
+                entry.used = true;
                 Ok(Some(entry.clone()))
             }
             None => Ok(None),
@@ -211,6 +219,18 @@ impl SessionRegistry {
             .sessions
             .iter()
             .filter(|(_, e)| now.duration_since(e.last_seen) >= idle)
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect()
+    }
+
+    /// Sessions opened at least `after` ago and never used since (a client that sent
+    /// `initialize` and went away).
+    pub fn unused(&self, after: Duration) -> Vec<(String, SessionEntry)> {
+        let now = Instant::now();
+        self.lock()
+            .sessions
+            .iter()
+            .filter(|(_, e)| !e.used && now.duration_since(e.opened) >= after)
             .map(|(id, e)| (id.clone(), e.clone()))
             .collect()
     }
@@ -264,6 +284,15 @@ mod tests {
         assert!(matches!(registry.check("1", &b), Err(Refusal::Foreign)));
         assert!(registry.check("1", &a).unwrap().is_some());
         assert!(registry.check("9", &a).unwrap().is_none());
+        // "1" was used just now; "2" and "3" never were.
+        let mut unused: Vec<String> = registry
+            .unused(Duration::ZERO)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        unused.sort();
+        assert_eq!(unused, ["2", "3"]);
+        assert!(registry.unused(Duration::from_secs(3600)).is_empty());
         assert_eq!(registry.ids(Transport::LegacySse), ["2"]);
         assert_eq!(registry.len(), 3);
     }

@@ -4,18 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 use super::App;
 use super::sessions::Transport;
 
-/// Drops bindings of sessions rmcp has expired or closed, and expires idle legacy sessions.
+/// Drops bindings of sessions rmcp has expired or closed, expires idle legacy sessions,
+/// and closes sessions of both transports that were opened and never used (`unused`).
 pub(super) async fn sweep_sessions(
     app: Arc<App>,
     sessions: Arc<LocalSessionManager>,
     idle: Duration,
+    unused: Duration,
 ) {
-    let period = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let period = (idle.min(unused) / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
     let mut last_expiry = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(period).await;
@@ -29,6 +32,17 @@ pub(super) async fn sweep_sessions(
         drop(live);
         for id in gone {
             tracing::info!(session = %id, "session ended");
+            app.end_session(&id).await;
+        }
+        // A client that sent `initialize` and went away must not hold one of its token's
+        // sessions until the idle timeout.
+        for (id, entry) in app.registry.unused(unused) {
+            tracing::info!(session = %id, "unused session expired");
+            if entry.transport == Transport::StreamableHttp
+                && let Err(err) = sessions.close_session(&id.clone().into()).await
+            {
+                tracing::warn!(session = %id, error = %err, "could not close an unused session");
+            }
             app.end_session(&id).await;
         }
         for (id, entry) in app.registry.idle(idle) {

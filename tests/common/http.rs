@@ -122,6 +122,28 @@ impl HttpServer {
         .await
     }
 
+    /// Waits until the log has at least `count` lines containing `needle`.
+    pub async fn wait_for_log_count(&self, needle: &str, count: usize) {
+        super::bounded(&format!("{count} log lines {needle:?}"), async {
+            loop {
+                let notified = self.logged.notified();
+                if self.log().lines().filter(|l| l.contains(needle)).count() >= count {
+                    return;
+                }
+                if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
+                    panic!("the server's stderr closed before it logged {count} × {needle:?}");
+                }
+                notified.await;
+            }
+        })
+        .await
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// The log from the first line containing `needle` on (for "X happened after Y").
     pub fn log_after(&self, needle: &str) -> String {
         let log = self.log();
@@ -392,5 +414,144 @@ impl LegacyClient {
         let (id, token) = self.start_call(name, arguments).await;
         let response = self.response(id).await;
         (response["result"].clone(), self.progress(&token))
+    }
+}
+
+/// A raw TCP connection to the server: for what HTTP clients will not send (two `Host`
+/// headers, an absolute-form target, a trickled request) and for seeing when the server
+/// closes a connection.
+pub struct RawConnection {
+    read: tokio::net::tcp::OwnedReadHalf,
+    write: Option<tokio::net::tcp::OwnedWriteHalf>,
+    buffer: Vec<u8>,
+}
+
+/// A response read off a [`RawConnection`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl RawConnection {
+    pub async fn connect(addr: &str) -> RawConnection {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (read, write) = stream.into_split();
+        RawConnection {
+            read,
+            write: Some(write),
+            buffer: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let write = self.write.as_mut().expect("not trickling");
+        write.write_all(bytes).await.unwrap();
+    }
+
+    /// Sends `prefix`, then one more byte of `filler` every 100 ms, for as long as the
+    /// server takes them (a slow client, not a synchronization: the test waits for the
+    /// server's answer or close).
+    pub fn trickle(&mut self, prefix: &[u8], filler: u8) {
+        use tokio::io::AsyncWriteExt;
+        let mut write = self.write.take().expect("one trickle at a time");
+        let prefix = prefix.to_vec();
+        tokio::spawn(async move {
+            if write.write_all(&prefix).await.is_err() {
+                return;
+            }
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                every.tick().await;
+                if write.write_all(&[filler]).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Reads more bytes; false once the server has closed the connection.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        match self.read.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Reads one response (its body by `Content-Length`; none without one).
+    pub async fn response(&mut self) -> RawResponse {
+        super::bounded("a response", async {
+            let head_end = loop {
+                if let Some(at) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                assert!(
+                    self.fill().await,
+                    "the server closed the connection without a response; got {:?}",
+                    String::from_utf8_lossy(&self.buffer)
+                );
+            };
+            let head = String::from_utf8_lossy(&self.buffer[..head_end]).to_string();
+            let mut lines = head.split("\r\n");
+            let status = lines
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no status line in {head:?}"));
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            while self.buffer.len() < head_end + length {
+                assert!(
+                    self.fill().await,
+                    "the server closed the connection mid-body"
+                );
+            }
+            let body = self.buffer[head_end..head_end + length].to_vec();
+            self.buffer.drain(..head_end + length);
+            RawResponse {
+                status,
+                headers,
+                body,
+            }
+        })
+        .await
+    }
+
+    /// Waits until the server closes the connection; returns what it sent before.
+    pub async fn closed(&mut self) -> Vec<u8> {
+        super::bounded("the server to close the connection", async {
+            while self.fill().await {}
+        })
+        .await;
+        std::mem::take(&mut self.buffer)
     }
 }
