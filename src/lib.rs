@@ -12,6 +12,7 @@ mod config;
 mod demo;
 mod engine;
 mod http;
+mod quote;
 mod shutdown;
 mod stdio;
 mod store;

@@ -786,6 +786,69 @@ async fn parameters_are_checked_before_anything_is_created() {
     assert_eq!(creates(&env), 0);
 }
 
+/// A huge argument is never echoed back whole: every user-supplied string an answer or
+/// error quotes is cut to about 64 characters, whether this server wrote the message or
+/// serde did (rmcp's message for arguments that do not deserialize).
+#[tokio::test]
+async fn huge_arguments_are_quoted_short() {
+    let env = Env::new().await;
+    let server = env.server(&[]).await;
+    let huge = "Ä".repeat(100_000);
+    let small = |text: &str| {
+        assert!(
+            text.len() < 2_000,
+            "{} bytes: {}…",
+            text.len(),
+            &text[..200]
+        );
+    };
+
+    // A name that is no valid Coder name: created under a repaired one, quoted short.
+    let mut args = env.create_args();
+    args["name"] = json!(huge);
+    let result = server.call("create_workspace", args.clone()).await;
+    let out = structured(&result);
+    assert_eq!(out["created"], true);
+    small(&serde_json::to_string(&result).unwrap());
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("…\" is not a valid Coder workspace name"),
+        "{out}"
+    );
+    // And the same name finds it again.
+    let again = structured(&server.call("create_workspace", args).await);
+    assert_eq!(again["workspace_id"], out["workspace_id"]);
+
+    // Our own errors: a template id, unknown parameters (thousands of them), bad values.
+    let error = error_text(
+        &server
+            .call("create_workspace", json!({ "template_id": huge }))
+            .await,
+    );
+    small(&error);
+    assert!(error.starts_with("invalid template_id \"ÄÄÄ"), "{error}");
+    let mut args = env.create_args();
+    args["name"] = json!("other");
+    args["parameters"] = (0..5_000)
+        .map(|i| (format!("{i}-{}", "x".repeat(100)), json!("x")))
+        .chain([("region".to_string(), json!(huge))])
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let error = error_text(&server.call("create_workspace", args).await);
+    small(&error);
+    assert!(error.contains("and 4991 more"), "{error}");
+
+    // serde's: `parameters` that is not an object quotes the string it got.
+    let mut args = env.create_args();
+    args["parameters"] = json!(huge);
+    let error = error_text(&server.call("create_workspace", args).await);
+    small(&error);
+    assert!(error.contains("ÄÄÄ…\""), "{error}");
+    assert_eq!(env.workspaces().len(), 1);
+}
+
 #[tokio::test]
 async fn coders_own_rejection_reaches_the_model() {
     let env = Env::new().await;

@@ -339,3 +339,25 @@ async fn postgres_going_down_is_a_tool_error_never_a_duplicate_or_a_hang() {
     assert_eq!(env.workspaces().len(), 2);
     assert_eq!(creates(&env), 2);
 }
+
+/// A chat id far longer than a PostgreSQL index row (about 2.7 kB) still keys one
+/// workspace across replicas: the store keeps a digest of long ids.
+#[tokio::test]
+async fn a_chat_id_of_any_length_keys_one_workspace() {
+    let Some((store, _server)) = database().await else {
+        return;
+    };
+    let env = Env::new().await;
+    let a = replica(&env, &store, &[]).await;
+    let b = replica(&env, &store, &[]).await;
+    let long = "chat-".repeat(1000);
+    let chat = [("X-Coder-Chat-Id", long.as_str())];
+    let on_a = Server::http(&a.mcp_url(), TOKEN, &chat).await.unwrap();
+    let first = result(on_a.start_call("create_workspace", env.create_args()).await).await;
+    assert_eq!(first["created"], true, "{first}");
+    let on_b = Server::http(&b.mcp_url(), TOKEN, &chat).await.unwrap();
+    let again = result(on_b.start_call("create_workspace", env.create_args()).await).await;
+    assert_eq!(again["workspace_id"], first["workspace_id"], "{again}");
+    assert_eq!(again["created"], false);
+    assert_eq!(creates(&env), 1);
+}

@@ -229,6 +229,69 @@ async fn a_dropped_watch_stream_is_resumed_without_polling() {
     assert_eq!(polls, 0, "no polling while a stream could be had");
 }
 
+/// While Coder does not answer during the wait (every watch and poll failing with 5xx),
+/// progress says so and for how long, with the last thing known; when Coder answers
+/// again, progress goes back to the build, and the call ends well.
+#[tokio::test]
+async fn an_outage_during_the_wait_is_reported_in_progress_and_outlived() {
+    let env = Env::new().await;
+    env.sim.set_build_plan(env.docker.id, BuildPlan::held());
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let handle = server
+        .start_call("create_workspace", env.create_args())
+        .await;
+    let token = handle.progress_token.clone();
+    env.sim
+        .wait_until(|v| v.held_builds() == 1 && v.open_watch_streams() == 1)
+        .await;
+
+    env.sim.inject_fault(
+        Fault::new(http::Method::GET, "/api/v2/workspaces/", 503)
+            .times(usize::MAX)
+            .message("coderd is restarting"),
+    );
+    env.sim.drop_watch_streams();
+    server
+        .wait_for_message(&token, "Coder unreachable for")
+        .await;
+    let during = server.progress(&token).len();
+
+    env.sim.clear_faults();
+    // Progress goes back to the build once the watch (or a poll) gets through.
+    loop {
+        let seen = server.progress(&token);
+        if seen[during..].iter().any(|p| {
+            !p.message
+                .as_deref()
+                .unwrap_or("")
+                .contains("Coder unreachable")
+        }) {
+            break;
+        }
+        server.wait_for_progress(&token, seen.len() + 1).await;
+    }
+    env.sim.release_builds();
+    let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
+        panic!()
+    };
+    let out = structured(&result);
+    assert_eq!(out["workspace_status"], "running");
+    let progress = server.progress(&token);
+    let outage = progress
+        .iter()
+        .find_map(|p| {
+            p.message
+                .as_deref()
+                .filter(|m| m.contains("Coder unreachable"))
+        })
+        .unwrap();
+    assert!(outage.contains("retrying; last known: "), "{outage}");
+    assert!(
+        progress.windows(2).all(|w| w[1].progress > w[0].progress),
+        "{progress:?}"
+    );
+}
+
 #[tokio::test]
 async fn cancellation_stops_the_wait_and_the_server_keeps_serving() {
     let env = Env::new().await;

@@ -338,6 +338,11 @@ impl SimCoder {
         self.inner.update_quiet(|st| st.faults.push(fault));
     }
 
+    /// Forgets every injected fault that has not fired yet: Coder is healthy again.
+    pub fn clear_faults(&self) {
+        self.inner.update_quiet(|st| st.faults.clear());
+    }
+
     /// Holds every later request matching `method` and `path_contains` before it is
     /// processed (recorded with status 0, see [`SimView::pending_requests`]) until
     /// [`SimCoder::release_requests`]: a Coder that is slow to answer.

@@ -56,6 +56,8 @@ impl Default for WatchConfig {
 pub struct WorkspaceWatch {
     /// Boxed: tokio's channel allocates its slots 32 at a time, and a `Workspace` is large.
     rx: mpsc::Receiver<Result<Box<Workspace>, CoderError>>,
+    /// Since when Coder has not answered the watch (no stream, failing polls), if it has not.
+    outage: watch::Receiver<Option<Instant>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -63,14 +65,22 @@ impl WorkspaceWatch {
     /// Starts watching. The first item is the workspace as it is now.
     pub fn start(client: CoderClient, workspace: Uuid, config: WatchConfig) -> Self {
         let (tx, rx) = mpsc::channel(16);
+        let (outage_tx, outage) = watch::channel(None);
         let watcher = Watcher {
             client,
             workspace,
             config,
             tx,
+            outage: outage_tx,
         };
         let task = tokio::spawn(watcher.run());
-        Self { rx, task }
+        Self { rx, outage, task }
+    }
+
+    /// Whether Coder is answering the watch, followed on its own (so a caller can wait
+    /// on it and on [`Self::next`] at once).
+    pub fn outages(&self) -> Outages {
+        Outages(self.outage.clone())
     }
 
     /// The next snapshot; `Err` is final (the workspace is gone, or the token was rejected).
@@ -81,6 +91,24 @@ impl WorkspaceWatch {
                 what: "the workspace watch".into(),
                 reason: "the watch stopped unexpectedly".into(),
             }),
+        }
+    }
+}
+
+/// Since when Coder has not answered a [`WorkspaceWatch`], as it changes.
+pub struct Outages(watch::Receiver<Option<Instant>>);
+
+impl Outages {
+    /// Since when Coder has not been answering, if it has not (the watch keeps trying).
+    pub fn current(&self) -> Option<Instant> {
+        *self.0.borrow()
+    }
+
+    /// Resolves when Coder stops or starts answering again.
+    pub async fn changed(&mut self) {
+        if self.0.changed().await.is_err() {
+            // The watching task ended: nothing will change any more.
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -96,12 +124,17 @@ struct Watcher {
     workspace: Uuid,
     config: WatchConfig,
     tx: mpsc::Sender<Result<Box<Workspace>, CoderError>>,
+    outage: watch::Sender<Option<Instant>>,
 }
 
 enum Opened {
     Stream(Stream),
-    /// Neither stream endpoint is served (an old Coder, or a proxy that blocks them).
-    Unavailable(String),
+    /// Neither stream endpoint is served (an old Coder, or a proxy that blocks them), or
+    /// Coder does not answer at all (`unreachable`: unreachable, or failing with 5xx).
+    Unavailable {
+        why: String,
+        unreachable: bool,
+    },
 }
 
 type WsStream =
@@ -126,6 +159,24 @@ enum Event {
 }
 
 impl Watcher {
+    /// Coder answered (a snapshot, an open stream): any outage is over.
+    fn reached(&self) {
+        self.outage
+            .send_if_modified(|outage| outage.take().is_some());
+    }
+
+    /// Coder did not answer (`err`): an outage starts, unless one is under way.
+    fn unreached(&self, err: &dyn std::fmt::Display) {
+        self.outage.send_if_modified(|outage| {
+            if outage.is_some() {
+                return false;
+            }
+            tracing::warn!(workspace = %self.workspace, error = %err, "Coder is not answering the watch; retrying");
+            *outage = Some(Instant::now());
+            true
+        });
+    }
+
     async fn run(self) {
         if let Err(err) = self.watch().await {
             let _ = self.tx.send(Err(err)).await;
@@ -148,6 +199,7 @@ impl Watcher {
                             Stream::Sse(_) => WatchSource::Sse,
                         };
                         tracing::debug!(workspace = %self.workspace, source = ?kind, "watching workspace");
+                        self.reached();
                         let opened = Instant::now();
                         if !self.forward(stream).await? {
                             return Ok(());
@@ -168,7 +220,10 @@ impl Watcher {
                         next_stream_attempt = Instant::now() + self.config.stream_retry;
                         next_poll = Instant::now();
                     }
-                    Opened::Unavailable(why) => {
+                    Opened::Unavailable { why, unreachable } => {
+                        if unreachable {
+                            self.unreached(&why);
+                        }
                         tracing::info!(workspace = %self.workspace, reason = %why, "no workspace watch stream; polling every {:?}", self.config.poll_interval);
                         next_stream_attempt = Instant::now() + self.config.stream_retry;
                     }
@@ -181,11 +236,13 @@ impl Watcher {
             next_poll = Instant::now() + self.config.poll_interval;
             match self.client.workspace(self.workspace).await {
                 Ok(ws) => {
+                    self.reached();
                     if self.tx.send(Ok(Box::new(ws))).await.is_err() {
                         return Ok(());
                     }
                 }
                 Err(err) if err.is_transient() => {
+                    self.unreached(&err);
                     tracing::warn!(workspace = %self.workspace, error = %err, "polling the workspace failed; will retry");
                 }
                 Err(err) => return Err(err),
@@ -203,6 +260,7 @@ impl Watcher {
             };
             match event {
                 Ok(Some(Event::Workspace(ws))) => {
+                    self.reached();
                     if self.tx.send(Ok(ws)).await.is_err() {
                         return Ok(false);
                     }
@@ -242,9 +300,10 @@ impl Watcher {
         if matches!(ws_refusal.status(), Some(401)) {
             return Err(ws_refusal);
         }
-        Ok(Opened::Unavailable(format!(
-            "watch-ws: {ws_refusal}; watch: {sse_refusal}"
-        )))
+        Ok(Opened::Unavailable {
+            why: format!("watch-ws: {ws_refusal}; watch: {sse_refusal}"),
+            unreachable: ws_refusal.is_transient() && sse_refusal.is_transient(),
+        })
     }
 
     async fn open_websocket(&self) -> Result<Stream, CoderError> {

@@ -527,8 +527,9 @@ fn creation_notes(task: &Task, name: &str, replaces: Option<&Replacing>) -> Vec<
         && let Some(problem) = name_problem(requested)
         && task.canonical.as_deref() == Some(name)
     {
+        let requested = crate::quote::quoted(requested);
         notes.push(format!(
-            "{requested:?} is not a valid Coder workspace name ({problem}); it was created as {name:?} (passing {requested:?} again finds it)"
+            "{requested} is not a valid Coder workspace name ({problem}); it was created as {name:?} (passing the same name again finds it)"
         ));
     }
     // A replaced workspace that still exists goes on costing: say so.

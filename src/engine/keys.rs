@@ -35,9 +35,9 @@ impl TaskKey {
     /// The key as the store records it.
     pub fn store_key(&self) -> String {
         match self {
-            TaskKey::Chat(id) => format!("chat:{id}"),
-            TaskKey::Session { transport, id } => format!("session:{transport}:{id}"),
-            TaskKey::Stdio(id) => format!("stdio:{id}"),
+            TaskKey::Chat(id) => format!("chat:{}", bounded(id)),
+            TaskKey::Session { transport, id } => format!("session:{transport}:{}", bounded(id)),
+            TaskKey::Stdio(id) => format!("stdio:{}", bounded(id)),
         }
     }
 
@@ -48,6 +48,23 @@ impl TaskKey {
             TaskKey::Session { .. } => "this session",
             TaskKey::Stdio(_) => "this conversation",
         }
+    }
+}
+
+/// Ids longer than this are stored by their digest.
+const MAX_STORED_ID: usize = 128;
+
+/// `id` itself, or, when it is longer than [`MAX_STORED_ID`] bytes, a digest of it (a
+/// name-based UUID, SHA-1): a client's chat id or session key has no length limit of its
+/// own, and a key too long for the store's index (PostgreSQL's B-tree rows end near
+/// 2.7 kB) would make every call of that task fail.
+fn bounded(id: &str) -> std::borrow::Cow<'_, str> {
+    /// Keeps the digests of long ids apart from any id a client could send as such.
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6d3b_1f0e_95c4_4a57_8a0e_2c1f_7b9d_4e21);
+    if id.len() <= MAX_STORED_ID {
+        id.into()
+    } else {
+        format!("sha1:{}", Uuid::new_v5(&NAMESPACE, id.as_bytes())).into()
     }
 }
 
@@ -118,6 +135,19 @@ mod tests {
         ];
         let unique: std::collections::HashSet<_> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len(), "{keys:?}");
+    }
+
+    #[test]
+    fn long_ids_are_stored_by_digest() {
+        let long = |c: char| TaskKey::Chat(c.to_string().repeat(4096)).store_key();
+        assert!(long('a').len() <= 64, "{}", long('a'));
+        assert_ne!(long('a'), long('b'));
+        assert_eq!(long('a'), long('a'), "stable across calls and processes");
+        let short = "c".repeat(MAX_STORED_ID);
+        assert_eq!(
+            TaskKey::Chat(short.clone()).store_key(),
+            format!("chat:{short}")
+        );
     }
 
     #[test]

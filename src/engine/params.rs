@@ -5,6 +5,10 @@
 use std::collections::BTreeMap;
 
 use crate::coder::types::{TemplateVersionParameter, WorkspaceBuildParameter};
+use crate::quote::quoted;
+
+/// How many problems an error lists (a client may send thousands of unknown parameters).
+const MAX_PROBLEMS: usize = 10;
 
 /// Validates `values` and returns them as Coder's `rich_parameter_values`, in the
 /// template's parameter order. The error text lists every problem and the valid choices.
@@ -17,10 +21,14 @@ pub fn validate_parameters(
         if !template.iter().any(|p| &p.name == name) {
             let known: Vec<&str> = template.iter().map(|p| p.name.as_str()).collect();
             problems.push(if known.is_empty() {
-                format!("unknown parameter {name:?}: this template takes no parameters")
+                format!(
+                    "unknown parameter {}: this template takes no parameters",
+                    quoted(name)
+                )
             } else {
                 format!(
-                    "unknown parameter {name:?}; this template's parameters are: {}",
+                    "unknown parameter {}; this template's parameters are: {}",
+                    quoted(name),
                     known.join(", ")
                 )
             });
@@ -48,6 +56,11 @@ pub fn validate_parameters(
             None => {}
         }
     }
+    if problems.len() > MAX_PROBLEMS {
+        let more = problems.len() - MAX_PROBLEMS;
+        problems.truncate(MAX_PROBLEMS);
+        problems.push(format!("and {more} more"));
+    }
     if problems.is_empty() {
         Ok(accepted)
     } else {
@@ -71,7 +84,8 @@ fn check_value(param: &TemplateVersionParameter, value: &str) -> Result<(), Stri
         };
         if !ok {
             return Err(format!(
-                "{value:?} is not a valid value for {name:?}; choose one of {}",
+                "{} is not a valid value for {name:?}; choose one of {}",
+                quoted(value),
                 describe_options(param).unwrap_or_default()
             ));
         }
@@ -82,30 +96,33 @@ fn check_value(param: &TemplateVersionParameter, value: &str) -> Result<(), Stri
             let number: f64 = value
                 .trim()
                 .parse()
-                .map_err(|_| format!("{name:?} must be a number, got {value:?}"))?;
+                .map_err(|_| format!("{name:?} must be a number, got {}", quoted(value)))?;
             let below = param.validation_min.is_some_and(|min| number < min as f64);
             let above = param.validation_max.is_some_and(|max| number > max as f64);
             if below || above {
                 return Err(format!(
-                    "{name:?} must be between {} and {}, got {value}{}",
+                    "{name:?} must be between {} and {}, got {}{}",
                     param
                         .validation_min
                         .map_or("-inf".into(), |v| v.to_string()),
                     param
                         .validation_max
                         .map_or("+inf".into(), |v| v.to_string()),
+                    crate::quote::shorten(value, crate::quote::QUOTE_CHARS),
                     validation_hint(param)
                 ));
             }
         }
         "bool" if value != "true" && value != "false" => {
             return Err(format!(
-                "{name:?} must be \"true\" or \"false\", got {value:?}"
+                "{name:?} must be \"true\" or \"false\", got {}",
+                quoted(value)
             ));
         }
         "list(string)" if serde_json::from_str::<Vec<String>>(value).is_err() => {
             return Err(format!(
-                "{name:?} must be a JSON array of strings, e.g. [\"a\",\"b\"], got {value:?}"
+                "{name:?} must be a JSON array of strings, e.g. [\"a\",\"b\"], got {}",
+                quoted(value)
             ));
         }
         _ => {}
@@ -115,7 +132,8 @@ fn check_value(param: &TemplateVersionParameter, value: &str) -> Result<(), Stri
         && !regex.is_match(value)
     {
         return Err(format!(
-            "{value:?} is not valid for {name:?}: must match {}{}",
+            "{} is not valid for {name:?}: must match {}{}",
+            quoted(value),
             param.validation_regex,
             validation_hint(param)
         ));
@@ -170,8 +188,12 @@ pub fn parameter_differences(
             let (name, value) = (&asked.name, &asked.value);
             match has {
                 Some(has) if has == value => None,
-                Some(has) => Some(format!("{name}: {has:?} (asked for {value:?})")),
-                None => Some(format!("{name}: not set (asked for {value:?})")),
+                Some(has) => Some(format!(
+                    "{name}: {} (asked for {})",
+                    quoted(has),
+                    quoted(value)
+                )),
+                None => Some(format!("{name}: not set (asked for {})", quoted(value))),
             }
         })
         .collect()

@@ -62,6 +62,8 @@ pub struct ProgressTracker<'a> {
     phase_started: Instant,
     message: String,
     last_sent: Instant,
+    /// Since when Coder has not been answering, if it has not: said before the message.
+    outage: Option<Instant>,
 }
 
 impl<'a> ProgressTracker<'a> {
@@ -75,6 +77,7 @@ impl<'a> ProgressTracker<'a> {
             phase_started: Instant::now(),
             message: String::new(),
             last_sent: Instant::now(),
+            outage: None,
         }
     }
 
@@ -94,6 +97,19 @@ impl<'a> ProgressTracker<'a> {
         self.emit(text).await;
     }
 
+    /// Coder stopped answering at `since` (or answers again: `None`). While it does not,
+    /// every message starts with how long it has not; the change is reported at once.
+    pub async fn set_outage(&mut self, since: Option<Instant>) {
+        if self.outage == since {
+            return;
+        }
+        self.outage = since;
+        if self.phase.is_some() {
+            let text = self.message.clone();
+            self.emit(text).await;
+        }
+    }
+
     /// When the next heartbeat is due.
     pub fn heartbeat_due(&self) -> Instant {
         self.last_sent + self.heartbeat
@@ -111,6 +127,13 @@ impl<'a> ProgressTracker<'a> {
     }
 
     async fn emit(&mut self, message: String) {
+        let message = match self.outage {
+            Some(since) => format!(
+                "Coder unreachable for {} s, retrying; last known: {message}",
+                since.elapsed().as_secs()
+            ),
+            None => message,
+        };
         let phase = self.phase.unwrap_or(Phase::Preparing);
         let (start, end) = phase.band();
         // Approaches the end of the band without reaching it: 0, 1/5, 1/3, 3/7, ...

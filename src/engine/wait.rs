@@ -66,6 +66,7 @@ enum Event {
     Snapshot(Box<Result<Workspace, crate::coder::CoderError>>),
     TimedOut,
     Stage,
+    Outage,
 }
 
 /// What the current snapshot means.
@@ -104,6 +105,7 @@ impl Call<'_> {
         let client = self.client;
         let mut watch =
             WorkspaceWatch::start(self.client.clone(), ws.id, self.config().watch.clone());
+        let mut outages = watch.outages();
         let mut logs: Option<(Uuid, BuildLogFollower)> = None;
         let mut restarted = false;
         loop {
@@ -175,6 +177,7 @@ impl Call<'_> {
                     next = watch.next() => Event::Snapshot(Box::new(next)),
                     _ = sleep_until_opt(timeout.map(|(at, _)| at)) => Event::TimedOut,
                     _ = stage_changed(&mut logs) => Event::Stage,
+                    _ = outages.changed() => Event::Outage,
                 }
             };
             let deadline = self.deadline;
@@ -205,6 +208,8 @@ impl Call<'_> {
                 }
                 // A new build-log stage: re-assess to report it.
                 Until::Done(Event::Stage) => {}
+                // Coder stopped (or started again) answering: progress says so.
+                Until::Done(Event::Outage) => self.progress.set_outage(outages.current()).await,
             }
         }
     }

@@ -57,7 +57,8 @@ pub fn parse_template_id(raw: &str) -> Result<Uuid, String> {
     }
     Uuid::parse_str(trimmed).map_err(|e| {
         format!(
-            "invalid template_id {trimmed:?}: {e}; it must be a template UUID from list_templates"
+            "invalid template_id {}: {e}; it must be a template UUID from list_templates",
+            crate::quote::quoted(trimmed)
         )
     })
 }
@@ -75,7 +76,8 @@ fn string_values<'de, D: Deserializer<'de>>(
                     serde_json::Value::String(s) => s,
                     serde_json::Value::Null => {
                         return Err(serde::de::Error::custom(format!(
-                            "parameter {name:?} has no value; pass a string or leave the parameter out"
+                            "parameter {} has no value; pass a string or leave the parameter out",
+                            crate::quote::quoted(&name)
                         )));
                     }
                     other => other.to_string(),

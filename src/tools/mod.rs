@@ -283,6 +283,29 @@ impl WorkspaceServer {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for WorkspaceServer {
+    /// The router's call, with every quote in an error shortened: rmcp's message for
+    /// arguments that do not deserialize quotes serde's, which quotes the bad value whole
+    /// (a 2 MB string would come back as a 2 MB error), and Coder's validation messages
+    /// may quote the values sent.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        let mut response = self.tool_router.call(call).await?;
+        if let rmcp::model::CallToolResponse::Complete(result) = &mut response
+            && result.is_error == Some(true)
+        {
+            for block in &mut result.content {
+                if let rmcp::model::ContentBlock::Text(text) = block {
+                    text.text = crate::quote::shorten_quotes(&text.text);
+                }
+            }
+        }
+        Ok(response)
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(

@@ -107,10 +107,7 @@ impl RawServer {
     /// after that line's refusal (an answer from a tool may come later: tools run
     /// concurrently).
     pub async fn barrier(&mut self) -> Vec<Value> {
-        self.pings += 1;
-        let id = format!("barrier-{}", self.pings);
-        self.send_json(&json!({"jsonrpc": "2.0", "id": id, "method": "ping"}))
-            .await;
+        let id = self.barrier_id().await;
         let mut before = Vec::new();
         loop {
             let value = self.recv().await;
@@ -120,6 +117,15 @@ impl RawServer {
             }
             before.push(value);
         }
+    }
+
+    /// Sends a ping and returns its id, for the caller to read up to its answer.
+    pub async fn barrier_id(&mut self) -> String {
+        self.pings += 1;
+        let id = format!("barrier-{}", self.pings);
+        self.send_json(&json!({"jsonrpc": "2.0", "id": id, "method": "ping"}))
+            .await;
+        id
     }
 
     /// Sends `line` and returns the one answer the server gives it before the next ping.
