@@ -327,3 +327,88 @@ async fn stdio_clients_get_tasks_too() {
     .await;
     assert_eq!(completed(&done)["structuredContent"]["created"], true);
 }
+
+/// One stateless request of protocol 2026-07-28 (no session; the client's capabilities,
+/// the Tasks extension among them, in `_meta`), with the `Mcp-Method`/`Mcp-Name`
+/// headers; returns the JSON-RPC response.
+async fn stateless(http: &HttpServer, method: &str, name: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":
+            {"extensions": {"io.modelcontextprotocol/tasks": {}}},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless-tasks", "version": "0"}});
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let mut request = reqwest::Client::new()
+        .post(http.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if !name.is_empty() {
+        request = request.header("mcp-name", name);
+    }
+    let response = request.body(body.to_string()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("mcp-session-id").is_none());
+    let text = response.text().await.unwrap();
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .rfind(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .unwrap_or(text);
+    serde_json::from_str(&data).unwrap()
+}
+
+/// A client of 2026-07-28 with no session at all: discovers the extension, gets a task,
+/// polls it (each poll a request of its own) to the result; tools/list carries cache hints.
+#[tokio::test]
+async fn stateless_clients_of_2026_07_28_get_tasks() {
+    let env = Env::new().await;
+    hold_builds(&env);
+    let http = serve(&env, &env.store()).await;
+    let discover = stateless(&http, "server/discover", "", json!({})).await;
+    assert_eq!(
+        discover["result"]["capabilities"]["extensions"]["io.modelcontextprotocol/tasks"],
+        json!({}),
+        "{discover}"
+    );
+    let tools = stateless(&http, "tools/list", "", json!({})).await;
+    assert_eq!(tools["result"]["cacheScope"], "public", "{tools}");
+    assert!(tools["result"]["ttlMs"].as_u64().unwrap() > 0, "{tools}");
+
+    let arguments = json!({"template_id": env.docker.id.to_string(), "name": "stateless-task"});
+    let call = json!({"name": "create_workspace", "arguments": arguments});
+    let created = stateless(&http, "tools/call", "create_workspace", call.clone()).await;
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let again = stateless(&http, "tools/call", "create_workspace", call).await;
+    assert_eq!(
+        again["result"]["taskId"],
+        task_id.as_str(),
+        "one task per name"
+    );
+
+    env.sim.wait_until(|v| v.workspaces().len() == 1).await;
+    env.sim.release_builds();
+    let done = bounded("the stateless task to complete", async {
+        loop {
+            let got = stateless(&http, "tasks/get", &task_id, json!({"taskId": task_id})).await;
+            if got["result"]["status"] != "working" {
+                return got;
+            }
+            let wait = got["result"]["pollIntervalMs"].as_u64().unwrap();
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    })
+    .await;
+    assert_eq!(done["result"]["status"], "completed", "{done}");
+    let result = &done["result"]["result"];
+    assert_eq!(
+        result["structuredContent"]["workspace_name"], "stateless-task",
+        "{done}"
+    );
+    assert_eq!(result["structuredContent"]["created"], true, "{done}");
+    assert_eq!(env.workspaces().len(), 1);
+}

@@ -25,6 +25,9 @@ use results::{
 };
 use tasks::Tasks;
 
+/// How long clients of 2026-07-28 may reuse a `tools/list` answer (one hour).
+const TOOLS_TTL_MS: u64 = 3_600_000;
+
 /// Templates per `list_templates` page.
 pub const PAGE_SIZE: usize = 10;
 
@@ -313,6 +316,26 @@ impl ServerHandler for WorkspaceServer {
             }
         }
         Ok(response)
+    }
+
+    /// The tools, with the cache hints of protocol 2026-07-28: the same for every user
+    /// (`public`) and fixed while the server runs (an upgrade may change them, hence an
+    /// hour rather than forever).
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        let hints = context
+            .protocol_version()
+            .is_some_and(|version| version >= rmcp::model::ProtocolVersion::V_2026_07_28);
+        let mut result = rmcp::model::ListToolsResult::with_all_items(self.tool_router.list_all());
+        if hints {
+            result = result
+                .with_ttl_ms(TOOLS_TTL_MS)
+                .with_cache_scope(rmcp::model::CacheScope::Public);
+        }
+        Ok(result)
     }
 
     async fn get_task(
