@@ -419,6 +419,7 @@ impl Call<'_> {
             template_id: Some(template.id),
             template_version_id: None,
             rich_parameter_values: checked.values.clone(),
+            template_version_preset_id: None,
         };
         // Not raced against cancellation: a create that Coder carried out must be
         // recorded, or the next call would have to find it by its name.
