@@ -19,7 +19,8 @@ use crate::engine::{Caller, CreateError, CreateRequest, Engine, ProgressSink, Ta
 use crate::shutdown::{CallTracker, LinkedCancel};
 use args::{CreateWorkspaceArgs, ListTemplatesArgs, ReadTemplateArgs, parse_template_id};
 use results::{
-    CreateWorkspaceResult, ListTemplatesResult, ParameterInfo, ReadTemplateResult, TemplateSummary,
+    CreateWorkspaceResult, ListTemplatesResult, ParameterInfo, PresetInfo, ReadTemplateResult,
+    TemplateSummary,
 };
 
 /// Templates per `list_templates` page.
@@ -159,12 +160,28 @@ impl WorkspaceServer {
                 "page {page} does not exist: there are {total_pages} page(s) of templates"
             ));
         }
-        let page_items: Vec<TemplateSummary> = templates
+        let mut page_items: Vec<TemplateSummary> = templates
             .iter()
             .skip((page as usize - 1) * PAGE_SIZE)
             .take(PAGE_SIZE)
             .map(TemplateSummary::from)
             .collect();
+        // How many presets each has (one request per template, all at once). A count
+        // Coder cannot give is left out rather than failing the list.
+        let counts = futures::future::join_all(
+            page_items
+                .iter()
+                .map(|t| client.presets(t.active_version_id)),
+        )
+        .await;
+        for (item, count) in page_items.iter_mut().zip(counts) {
+            match count {
+                Ok(presets) => item.preset_count = Some(presets.len()),
+                Err(err) => {
+                    tracing::warn!(template = %item.name, error = %err, "could not count the template's presets")
+                }
+            }
+        }
         Ok(Json(ListTemplatesResult {
             count: page_items.len(),
             templates: page_items,
@@ -174,9 +191,13 @@ impl WorkspaceServer {
         }))
     }
 
-    /// Read one template and the parameters of its active version: type, default,
-    /// options, validation, required. Next: call create_workspace with this template's
-    /// id and values for the parameters you need (required ones without a default must be given).
+    /// Read one template, the parameters of its active version (type, default, options,
+    /// validation, required) and its presets: sets of parameter values the template's
+    /// authors tested. Prefer a preset, the default one when unsure: pass its `name` as
+    /// create_workspace's `preset`; a preset with `prebuilt_workspaces` is usually ready in
+    /// seconds instead of minutes. Next: call create_workspace with this template's id, a
+    /// preset, and values for the parameters you need (required ones without a default
+    /// must be given, unless the preset sets them).
     #[tool(
         title = "Read a Coder template",
         annotations(
@@ -206,19 +227,27 @@ impl WorkspaceServer {
                 )
             }
         })?;
-        let parameters = client
-            .rich_parameters(template.active_version_id)
-            .await
-            .map_err(|e| {
-                failure(
-                    &format!("could not read the parameters of template {id}"),
-                    "read_template",
-                    &e,
-                )
-            })?;
+        let version = template.active_version_id;
+        let (parameters, presets) =
+            tokio::join!(client.rich_parameters(version), client.presets(version));
+        let parameters = parameters.map_err(|e| {
+            failure(
+                &format!("could not read the parameters of template {id}"),
+                "read_template",
+                &e,
+            )
+        })?;
+        let presets = presets.map_err(|e| {
+            failure(
+                &format!("could not read the presets of template {id}"),
+                "read_template",
+                &e,
+            )
+        })?;
         Ok(Json(ReadTemplateResult {
             template: (&template).into(),
             parameters: parameters.iter().map(ParameterInfo::from).collect(),
+            presets: presets.iter().map(PresetInfo::from).collect(),
         }))
     }
 
