@@ -29,8 +29,8 @@ pub const PAGE_SIZE: usize = 10;
 /// What the server tells a model in `initialize`.
 pub const INSTRUCTIONS: &str = "This server creates Coder workspaces: real development environments for you to work in. \
 Use the tools in order: 1) list_templates to find a template (pass `query` to search); \
-2) read_template with its id to see the parameters the template takes; \
-3) create_workspace with the template id, a short name that describes your task (e.g. \"fix-login-bug\") and parameter values. \
+2) read_template with its id to see the parameters the template takes and its presets (tested sets of values); \
+3) create_workspace with the template id, a short name that describes your task (e.g. \"fix-login-bug\"), a preset when the template has any (the default one when unsure; presets with prebuilt workspaces are ready in seconds) and parameter values. \
 create_workspace waits for the build and the workspace agent and reports progress. \
 One workspace per task: the name is the task's handle, so calling create_workspace again with that name returns the same workspace \
 (from any session, and after restarts) instead of creating another; without a name, this conversation's workspace is returned. \
@@ -257,7 +257,10 @@ impl WorkspaceServer {
     /// that name returns the same workspace from any session, and after restarts
     /// (`status: "already_exists"`), instead of creating another: it waits for one still
     /// building, starts a stopped one, and replaces one that failed. Without a name, this
-    /// conversation's workspace is returned. If it answers `status: "building"`,
+    /// conversation's workspace is returned. When the template has presets (see
+    /// read_template), pass one as `preset` (the default one is used when you pass none and
+    /// your parameters agree with it); a preset with prebuilt workspaces is ready in
+    /// seconds (`prebuilt: true`). If it answers `status: "building"`,
     /// `"starting_agent"` or `"running_startup_scripts"`, call it again with `name` set to
     /// the answer's `workspace_name` to keep waiting.
     #[tool(
@@ -280,6 +283,7 @@ impl WorkspaceServer {
             template_id: parse_template_id(&args.template_id)?,
             name: args.name,
             parameters: args.parameters.unwrap_or_default(),
+            preset: args.preset,
         };
         let sink = McpProgress {
             peer: context.peer.clone(),

@@ -333,6 +333,10 @@ pub struct CreateWorkspaceResult {
     pub agent_name: Option<String>,
     /// The workspace's page in the Coder dashboard.
     pub url: String,
+    /// True when the workspace is one Coder kept prebuilt for the preset, claimed by this
+    /// call: it was ready in seconds rather than after a full build. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prebuilt: bool,
 }
 
 /// How the call ended when it did not simply create a ready workspace.
@@ -413,6 +417,7 @@ impl From<Answer> for CreateWorkspaceResult {
             build_number: answer.build_number,
             agent_name: answer.agent_name,
             url: answer.url,
+            prebuilt: answer.prebuilt,
         }
     }
 }
