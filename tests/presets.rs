@@ -427,7 +427,9 @@ async fn a_named_workspace_made_with_another_preset_is_returned_with_a_note() {
     assert_eq!(again["workspace_id"], first["workspace_id"]);
     let message = again["message"].as_str().unwrap();
     assert!(
-        message.contains("it was made with preset \"US, 8 cores\", not \"Europe, 4 cores\"; it already existed"),
+        message.contains(
+            "it was made with preset \"US, 8 cores\", not \"Europe, 4 cores\"; it already existed"
+        ),
         "{message}"
     );
     assert!(
