@@ -42,7 +42,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve MCP on stdin/stdout (the default).
-    Stdio(StdioArgs),
+    Stdio(Box<StdioArgs>),
     /// Serve MCP over HTTP for hosted agents: Streamable HTTP at /mcp, legacy HTTP+SSE at
     /// /sse. Each client authenticates with its own Coder session token
     /// (`Authorization: Bearer <token>`) and acts as that Coder user.
@@ -314,9 +314,29 @@ pub struct TimingArgs {
     /// back. Hidden: Coder's own clients use 10 s; tests shorten it.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
     pub stream_retry: Duration,
+    /// How long a create_workspace task (for clients of the MCP Tasks extension) and its
+    /// result are kept after it was created; then `tasks/get` no longer knows it.
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub task_ttl: Duration,
+    /// How often task clients are asked to poll `tasks/get` (`pollIntervalMs`).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub task_poll_interval: Duration,
+    /// How often this server records in the store that it is alive; a live task whose
+    /// server has not been seen for three of these is taken over by the next server
+    /// asked about it. Hidden: tests shorten it.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub task_heartbeat: Duration,
 }
 
 impl TimingArgs {
+    pub fn task_options(&self) -> crate::tools::tasks::TaskOptions {
+        crate::tools::tasks::TaskOptions {
+            ttl: self.task_ttl,
+            poll_interval: self.task_poll_interval,
+            heartbeat: self.task_heartbeat,
+        }
+    }
+
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             build_timeout: self.build_timeout,

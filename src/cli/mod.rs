@@ -27,11 +27,12 @@ use crate::http::guard::{GuardConfig, LOOPBACK_HOSTS};
 use crate::http::sessions::SessionLimits;
 use crate::store::{Store, StoreLocation};
 use crate::tools::WorkspaceServer;
+use crate::tools::tasks::Tasks;
 
 /// Runs the program; the exit code is non-zero on any failure.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Stdio(cli.stdio));
+    let command = cli.command.unwrap_or(Command::Stdio(Box::new(cli.stdio)));
     // The demo talks to its own server: keep its output to the story, not the plumbing.
     #[cfg(feature = "demo")]
     let default_level = match command {
@@ -128,7 +129,10 @@ async fn serve_stdio(args: &StdioArgs) -> anyhow::Result<()> {
     let key = stdio_key(args);
     tracing::debug!(key = %key.store_key(), "stdio conversation");
     let user = identity.user.id;
-    let server = WorkspaceServer::new(engine.clone(), identity, key.clone());
+    let stop_tasks = tokio_util::sync::CancellationToken::new();
+    let _stop_tasks = stop_tasks.clone().drop_guard();
+    let tasks = Tasks::new(engine.clone(), args.timing.task_options(), stop_tasks);
+    let server = WorkspaceServer::new(engine.clone(), tasks, identity, key.clone());
     tracing::info!("serving MCP on stdio");
     // rmcp reads and writes through the framing layer, which answers every line it
     // cannot process (see src/stdio.rs).
@@ -238,6 +242,7 @@ async fn serve_http(args: &ServeArgs) -> anyhow::Result<()> {
             max_failures_per_minute: args.max_auth_failures,
             outage_hold: args.coder_outage_hold,
         },
+        tasks: args.timing.task_options(),
         ready_cache: args.ready_cache,
         limits: SessionLimits {
             total: args.max_sessions,

@@ -101,6 +101,32 @@ impl Engine {
         &self.store
     }
 
+    /// Checks `request` against its template (it exists, the parameters are valid), as a
+    /// call does before anything else: a task is only made for a request that passes.
+    pub async fn check_request(
+        &self,
+        client: &CoderClient,
+        request: &CreateRequest,
+        cancel: &CancellationToken,
+    ) -> Result<(), CreateError> {
+        let sink = super::progress::Silent;
+        let mut call = Call {
+            engine: self,
+            client,
+            cancel,
+            deadline: None,
+            started: Instant::now(),
+            progress: ProgressTracker::new(&sink, self.config.heartbeat),
+        };
+        call.check(request).await.map(drop)
+    }
+
+    /// The store keys a call of `caller` with `request` is known by (its conversation's,
+    /// its name's): a task is found by them too.
+    pub fn task_keys(caller: &Caller, request: &CreateRequest) -> Vec<String> {
+        Task::new(caller, request).keys
+    }
+
     /// Forgets a conversation that ended (an MCP session, a stdio process): its key
     /// never comes back. Chat ids and names are kept for the store's retention.
     pub async fn forget(&self, user: Uuid, key: &TaskKey) {
@@ -119,7 +145,29 @@ impl Engine {
         sink: &dyn ProgressSink,
         cancel: &CancellationToken,
     ) -> Result<Answer, CreateError> {
-        let deadline = self.config.max_call_wait.map(|d| Instant::now() + d);
+        self.create_workspace_within(
+            client,
+            caller,
+            request,
+            sink,
+            cancel,
+            self.config.max_call_wait,
+        )
+        .await
+    }
+
+    /// [`Engine::create_workspace`] waiting at most `max_wait` (`None`: until the
+    /// workspace is ready or has failed, as a task does) instead of `--max-call-wait`.
+    pub async fn create_workspace_within(
+        &self,
+        client: &CoderClient,
+        caller: &Caller,
+        request: CreateRequest,
+        sink: &dyn ProgressSink,
+        cancel: &CancellationToken,
+        max_wait: Option<Duration>,
+    ) -> Result<Answer, CreateError> {
+        let deadline = max_wait.map(|d| Instant::now() + d);
         // Coder requests retried within the call's own time, not past it.
         let client = &client.within(deadline);
         let mut call = Call {
@@ -156,6 +204,7 @@ impl Engine {
                 let Target::Found { workspace, via } = target else {
                     unreachable!("decide resumes only a found workspace");
                 };
+                call.progress.named(&workspace.name).await;
                 call.bind(&task, &records, &workspace, via, &mut lock)
                     .await?;
                 lock.release().await;
@@ -472,6 +521,7 @@ impl Call<'_> {
         self.guard(store.put(lock.store(), task.user, &task.keys, &intent))
             .await?
             .map_err(CreateError::Store)?;
+        self.progress.named(&name).await;
 
         let shown = if template.display_name.is_empty() {
             &template.name

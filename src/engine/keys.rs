@@ -41,6 +41,29 @@ impl TaskKey {
         }
     }
 
+    /// The key as a task records it, to call again with it after a restart.
+    pub fn to_record(&self) -> KeyRecord {
+        match self {
+            TaskKey::Chat(id) => KeyRecord::Chat(id.clone()),
+            TaskKey::Session { transport, id } => KeyRecord::Session {
+                transport: (*transport).to_owned(),
+                id: id.clone(),
+            },
+            TaskKey::Stdio(id) => KeyRecord::Stdio(id.clone()),
+        }
+    }
+
+    pub fn from_record(record: KeyRecord) -> TaskKey {
+        match record {
+            KeyRecord::Chat(id) => TaskKey::Chat(id),
+            KeyRecord::Session { transport, id } => TaskKey::Session {
+                transport: if transport == "sse" { "sse" } else { "mcp" },
+                id,
+            },
+            KeyRecord::Stdio(id) => TaskKey::Stdio(id),
+        }
+    }
+
     /// How answers refer to the task ("this chat already has workspace …").
     pub fn describe(&self) -> &'static str {
         match self {
@@ -49,6 +72,15 @@ impl TaskKey {
             TaskKey::Stdio(_) => "this conversation",
         }
     }
+}
+
+/// A [`TaskKey`] as stored with a task.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRecord {
+    Chat(String),
+    Session { transport: String, id: String },
+    Stdio(String),
 }
 
 /// Ids longer than this are stored by their digest.

@@ -15,6 +15,6 @@ mod resolve;
 mod wait;
 
 pub use create::{CreateRequest, Engine, EngineConfig};
-pub use keys::{Caller, TaskKey};
+pub use keys::{Caller, KeyRecord, TaskKey};
 pub use outcome::{AgentStatus, Answer, CallStatus, CreateError, StartupScripts};
 pub use progress::ProgressSink;

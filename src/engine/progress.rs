@@ -50,6 +50,22 @@ pub const MAX_MESSAGE_CHARS: usize = 180;
 /// Receives progress; the MCP layer turns it into `notifications/progress`.
 pub trait ProgressSink: Send + Sync {
     fn send(&self, progress: f64, total: f64, message: String) -> BoxFuture<'_, ()>;
+
+    /// The workspace the call is about, once it is known (the name a create is sent
+    /// with, or the workspace found): a task records it, so that whoever follows the
+    /// task after a restart asks for that workspace by name.
+    fn named<'a>(&'a self, _workspace_name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Progress nobody hears.
+pub struct Silent;
+
+impl ProgressSink for Silent {
+    fn send(&self, _: f64, _: f64, _: String) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Turns phase changes into strictly increasing progress values.
@@ -82,6 +98,11 @@ impl<'a> ProgressTracker<'a> {
     }
 
     /// Reports `phase` with `message`, unless that is exactly what was reported last.
+    /// Tells the sink which workspace the call is about.
+    pub async fn named(&self, workspace_name: &str) {
+        self.sink.named(workspace_name).await;
+    }
+
     pub async fn update(&mut self, phase: Phase, message: impl Into<String>) {
         let message = message.into();
         if self.phase == Some(phase) && self.message == message {

@@ -83,7 +83,8 @@ pub async fn open(State(app): State<Arc<App>>, request: Request) -> Response {
     slot.commit(id.clone(), caller.identity.user.id, Transport::LegacySse);
     tracing::info!(session = %id, user = %caller.identity.user.username, "legacy SSE session opened");
 
-    let server = WorkspaceServer::per_request(app.engine.clone(), app.calls.clone());
+    let server =
+        WorkspaceServer::per_request(app.engine.clone(), app.tasks.clone(), app.calls.clone());
     let (session_app, session_id, session_cancel) = (app.clone(), id.clone(), cancel.clone());
     tokio::spawn(async move {
         match server

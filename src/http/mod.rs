@@ -36,6 +36,7 @@ use crate::coder::CoderClient;
 use crate::engine::{Engine, TaskKey};
 use crate::shutdown::{CallTracker, InFlight};
 use crate::tools::WorkspaceServer;
+use crate::tools::tasks::{TaskOptions, Tasks};
 use auth::{AuthLimits, Authenticator, SharedIdentity};
 use conn::ConnectionLimits;
 use drain::{Signals, drain_on_signal};
@@ -55,6 +56,7 @@ pub struct HttpOptions {
     pub connections: ConnectionLimits,
     pub body_read_timeout: Duration,
     pub auth: AuthLimits,
+    pub tasks: TaskOptions,
     /// How long a `/readyz` answer is reused.
     pub ready_cache: Duration,
     pub limits: SessionLimits,
@@ -77,6 +79,8 @@ pub struct App {
     /// Ends every session and stream (after the calls are done or cancelled).
     pub transport_shutdown: CancellationToken,
     pub readiness: health::Readiness,
+    /// create_workspace tasks (the MCP Tasks extension).
+    pub tasks: Tasks,
 }
 
 impl App {
@@ -133,17 +137,19 @@ pub async fn serve(
         body_read_timeout: options.body_read_timeout,
         transport_shutdown: shutdown.clone(),
         readiness: health::Readiness::new(options.ready_cache),
+        tasks: Tasks::new(engine.clone(), options.tasks, shutdown.clone()),
     });
 
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = Some(options.session_idle_timeout);
     let sessions = Arc::new(sessions);
-    let (factory_engine, factory_calls) = (engine.clone(), app.calls.clone());
+    let factory_app = app.clone();
     let mcp = StreamableHttpService::new(
         move || {
             Ok(WorkspaceServer::per_request(
-                factory_engine.clone(),
-                factory_calls.clone(),
+                factory_app.engine.clone(),
+                factory_app.tasks.clone(),
+                factory_app.calls.clone(),
             ))
         },
         sessions.clone(),

@@ -11,6 +11,7 @@ use super::Binding;
 pub(super) struct MemoryStore {
     /// (user, key) → (binding, updated at, expires at).
     records: Mutex<HashMap<(Uuid, String), Record>>,
+    pub(super) tasks: super::tasks::MemoryTasks,
 }
 
 struct Record {

@@ -14,9 +14,10 @@ pub(super) struct Migration {
     pub postgres: &'static str,
 }
 
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: r#"
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: r#"
         CREATE TABLE coder_mcp_workspace_keys (
             user_id        TEXT    NOT NULL,
             key            TEXT    NOT NULL,
@@ -31,7 +32,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[Migration {
         );
         CREATE INDEX coder_mcp_workspace_keys_expiry ON coder_mcp_workspace_keys (expires_at);
     "#,
-    postgres: r#"
+        postgres: r#"
         CREATE TABLE coder_mcp_workspace_keys (
             user_id        TEXT   NOT NULL,
             key            TEXT   NOT NULL,
@@ -46,7 +47,67 @@ pub(super) const MIGRATIONS: &[Migration] = &[Migration {
         );
         CREATE INDEX coder_mcp_workspace_keys_expiry ON coder_mcp_workspace_keys (expires_at);
     "#,
-}];
+    },
+    // MCP tasks (the Tasks extension): times in unix milliseconds, but `expires_at` in
+    // seconds like the other tables' (the store's clock). BIGINT is INTEGER to SQLite.
+    Migration {
+        version: 2,
+        sqlite: r#"
+        CREATE TABLE coder_mcp_tasks (
+            task_id        TEXT   NOT NULL PRIMARY KEY,
+            user_id        TEXT   NOT NULL,
+            request        TEXT   NOT NULL,
+            workspace_name TEXT,
+            status         TEXT   NOT NULL,
+            status_message TEXT,
+            result         TEXT,
+            owner          TEXT,
+            created_at     BIGINT NOT NULL,
+            updated_at     BIGINT NOT NULL,
+            expires_at     BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_tasks_expiry ON coder_mcp_tasks (expires_at);
+        CREATE TABLE coder_mcp_task_keys (
+            user_id TEXT NOT NULL,
+            key     TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (user_id, key)
+        );
+        CREATE INDEX coder_mcp_task_keys_task ON coder_mcp_task_keys (task_id);
+        CREATE TABLE coder_mcp_replicas (
+            replica_id TEXT   NOT NULL PRIMARY KEY,
+            seen_at    BIGINT NOT NULL
+        );
+    "#,
+        postgres: r#"
+        CREATE TABLE coder_mcp_tasks (
+            task_id        TEXT   NOT NULL PRIMARY KEY,
+            user_id        TEXT   NOT NULL,
+            request        TEXT   NOT NULL,
+            workspace_name TEXT,
+            status         TEXT   NOT NULL,
+            status_message TEXT,
+            result         TEXT,
+            owner          TEXT,
+            created_at     BIGINT NOT NULL,
+            updated_at     BIGINT NOT NULL,
+            expires_at     BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_tasks_expiry ON coder_mcp_tasks (expires_at);
+        CREATE TABLE coder_mcp_task_keys (
+            user_id TEXT NOT NULL,
+            key     TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (user_id, key)
+        );
+        CREATE INDEX coder_mcp_task_keys_task ON coder_mcp_task_keys (task_id);
+        CREATE TABLE coder_mcp_replicas (
+            replica_id TEXT   NOT NULL PRIMARY KEY,
+            seen_at    BIGINT NOT NULL
+        );
+    "#,
+    },
+];
 
 /// The table of applied versions (the same in both dialects).
 pub(super) const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS coder_mcp_migrations (

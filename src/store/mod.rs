@@ -27,6 +27,7 @@ mod memory;
 mod migrations;
 mod postgres;
 mod sqlite;
+mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use location::{StoreLocation, default_sqlite_path};
+pub use tasks::{Started, TaskRecord, TaskState};
 
 /// What a key is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +206,11 @@ impl Store {
     }
 
     /// Where the store is, for logs and errors (never with a password).
+    /// The store's clock: unix seconds.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
     pub fn describe(&self) -> &str {
         &self.describe
     }
@@ -343,7 +350,7 @@ impl Store {
             Backend::Memory(s) => Ok(s.expire(now)),
             Backend::Sqlite(s) => self.bounded(s.expire(now)).await,
             Backend::Postgres(s) => self.bounded(s.expire(now)).await,
-        }?;
+        }? + self.tasks_expire(now).await?;
         if removed > 0 {
             tracing::info!(removed, store = %self.describe, "expired records removed");
         }

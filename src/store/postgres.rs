@@ -47,7 +47,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 pub(super) struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// Lock slots: a call waits here (cheaply, cancellably, within its own time) rather
     /// than in the pool, whose wait is short and means "the database is down".
     slots: Arc<Semaphore>,
@@ -139,7 +139,7 @@ impl PgStore {
         Ok(store)
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> StoreError {
+    pub(super) fn error(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::new(&self.describe, format!("failed: {e}"))
     }
 

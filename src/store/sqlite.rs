@@ -25,7 +25,7 @@ use super::{Binding, LockError, Row, StoreError, StoreLock, binding_from_row, ke
 const LOCK_STRIPES: u64 = 256;
 
 pub(super) struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     locks: PathBuf,
     describe: String,
 }
@@ -64,7 +64,7 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> StoreError {
+    pub(super) fn error(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::new(&self.describe, format!("failed: {e}"))
     }
 

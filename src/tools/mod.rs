@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod results;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use futures::future::BoxFuture;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::{
-    Implementation, ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig,
+    CancelTaskParams, GetTaskParams, GetTaskResult, Implementation, ProgressNotificationParam,
+    ProgressToken, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -22,6 +24,10 @@ use results::{
     CreateWorkspaceResult, ListTemplatesResult, ParameterInfo, PresetInfo, ReadTemplateResult,
     TemplateSummary,
 };
+use tasks::Tasks;
+
+/// How long clients of 2026-07-28 may reuse a `tools/list` answer (one hour).
+const TOOLS_TTL_MS: u64 = 3_600_000;
 
 /// Templates per `list_templates` page.
 pub const PAGE_SIZE: usize = 10;
@@ -69,13 +75,14 @@ pub struct WorkspaceServer {
     engine: Arc<Engine>,
     scope: ScopeSource,
     calls: Option<CallTracker>,
+    tasks: Tasks,
     tool_router: ToolRouter<Self>,
 }
 
 #[tool_router]
 impl WorkspaceServer {
     /// A server for one fixed user and conversation (stdio).
-    pub fn new(engine: Arc<Engine>, identity: Arc<Identity>, key: TaskKey) -> Self {
+    pub fn new(engine: Arc<Engine>, tasks: Tasks, identity: Arc<Identity>, key: TaskKey) -> Self {
         Self {
             engine,
             scope: ScopeSource::Fixed(Scope {
@@ -83,16 +90,18 @@ impl WorkspaceServer {
                 key: Some(key),
             }),
             calls: None,
+            tasks,
             tool_router: portable_router(),
         }
     }
 
     /// A server whose caller is decided per request by the HTTP layer.
-    pub fn per_request(engine: Arc<Engine>, calls: CallTracker) -> Self {
+    pub fn per_request(engine: Arc<Engine>, tasks: Tasks, calls: CallTracker) -> Self {
         Self {
             engine,
             scope: ScopeSource::PerRequest,
             calls: Some(calls),
+            tasks,
             tool_router: portable_router(),
         }
     }
@@ -325,6 +334,9 @@ impl ServerHandler for WorkspaceServer {
         request: rmcp::model::CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        if let Some(answer) = self.as_task(&request, &context).await {
+            return answer;
+        }
         let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
         let mut response = self.tool_router.call(call).await?;
         if let rmcp::model::CallToolResponse::Complete(result) = &mut response
@@ -339,15 +351,112 @@ impl ServerHandler for WorkspaceServer {
         Ok(response)
     }
 
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
-                    .with_title("Coder workspaces")
-                    .with_description(env!("CARGO_PKG_DESCRIPTION")),
-            )
-            .with_instructions(INSTRUCTIONS)
+    /// The tools, with the cache hints of protocol 2026-07-28: the same for every user
+    /// (`public`) and fixed while the server runs (an upgrade may change them, hence an
+    /// hour rather than forever).
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, rmcp::ErrorData> {
+        let hints = context
+            .protocol_version()
+            .is_some_and(|version| version >= rmcp::model::ProtocolVersion::V_2026_07_28);
+        let mut result = rmcp::model::ListToolsResult::with_all_items(self.tool_router.list_all());
+        if hints {
+            result = result
+                .with_ttl_ms(TOOLS_TTL_MS)
+                .with_cache_scope(rmcp::model::CacheScope::Public);
+        }
+        Ok(result)
     }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, rmcp::ErrorData> {
+        let scope = self.scope(&context).map_err(internal)?;
+        self.tasks.get(&scope, &request.task_id).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        let scope = self.scope(&context).map_err(internal)?;
+        self.tasks.cancel(&scope, &request.task_id).await
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                .with_title("Coder workspaces")
+                .with_description(env!("CARGO_PKG_DESCRIPTION")),
+        )
+        .with_instructions(INSTRUCTIONS)
+    }
+}
+
+impl WorkspaceServer {
+    /// A `create_workspace` call as a task, when the client declared the Tasks extension
+    /// (and its arguments can be read: if not, the synchronous path answers the error,
+    /// the same for everyone). `None`: answer it synchronously.
+    async fn as_task(
+        &self,
+        request: &rmcp::model::CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Option<Result<rmcp::model::CallToolResponse, rmcp::ErrorData>> {
+        if request.name != "create_workspace"
+            || !context
+                .client_capabilities()
+                .is_some_and(|caps| caps.supports_tasks())
+        {
+            return None;
+        }
+        let arguments = serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
+        let args: CreateWorkspaceArgs = serde_json::from_value(arguments).ok()?;
+        let _call = self.calls.as_ref().map(CallTracker::enter);
+        let answer = async {
+            let scope = self.scope(context)?;
+            let request = CreateRequest {
+                template_id: parse_template_id(&args.template_id)?,
+                name: args.name,
+                parameters: args.parameters.unwrap_or_default(),
+                preset: args.preset,
+            };
+            Ok::<_, String>((scope, request))
+        }
+        .await;
+        let (scope, request) = match answer {
+            Ok(ready) => ready,
+            Err(text) => return Some(Ok(tool_error(&text))),
+        };
+        Some(match self.tasks.start(&scope, request).await {
+            Ok(Ok(task)) => Ok(rmcp::model::CallToolResponse::Task(task)),
+            Ok(Err(text)) => Ok(tool_error(&text)),
+            Err(err) => Err(err),
+        })
+    }
+}
+
+/// A tool error as the synchronous path answers it (`isError`, quotes shortened).
+fn tool_error(text: &str) -> rmcp::model::CallToolResponse {
+    rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+        crate::quote::shorten_quotes(text),
+    )])
+    .into()
+}
+
+fn internal(text: String) -> rmcp::ErrorData {
+    rmcp::ErrorData::internal_error(text, None)
 }
 
 /// The tool router with schemas every client understands: schemars' Rust-specific

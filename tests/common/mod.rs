@@ -110,9 +110,31 @@ fn option(value: &str, name: &str) -> TemplateVersionParameterOption {
 pub struct Recorder {
     progress: Arc<Mutex<HashMap<ProgressToken, Vec<ProgressNotificationParam>>>>,
     notify: Arc<tokio::sync::Notify>,
+    /// Declares the MCP Tasks extension.
+    tasks: bool,
+}
+
+impl Recorder {
+    /// A client that declares the MCP Tasks extension.
+    pub fn with_tasks() -> Recorder {
+        Recorder {
+            tasks: true,
+            ..Recorder::default()
+        }
+    }
 }
 
 impl ClientHandler for Recorder {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut info = rmcp::model::ClientConfig::default();
+        if self.tasks {
+            info.capabilities = rmcp::model::ClientCapabilities::builder()
+                .enable_tasks()
+                .build();
+        }
+        info
+    }
+
     async fn on_progress(
         &self,
         params: ProgressNotificationParam,
@@ -141,6 +163,16 @@ pub struct Server {
 impl Server {
     /// A Streamable HTTP session at `url` (e.g. `http://127.0.0.1:8790/mcp`).
     pub async fn http(url: &str, token: &str, headers: &[(&str, &str)]) -> Result<Server, String> {
+        Server::http_as(url, token, headers, Recorder::default()).await
+    }
+
+    /// [`Server::http`] with the client `recorder` (e.g. one that declares tasks).
+    pub async fn http_as(
+        url: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        recorder: Recorder,
+    ) -> Result<Server, String> {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
         let custom = headers
@@ -151,7 +183,6 @@ impl Server {
             .auth_header(token)
             .custom_headers(custom);
         let transport = StreamableHttpClientTransport::from_config(config);
-        let recorder = Recorder::default();
         let client = recorder
             .clone()
             .serve(transport)
@@ -172,6 +203,17 @@ impl Server {
         token: &str,
         extra_args: &[&str],
         envs: &[(&str, &str)],
+    ) -> Server {
+        Server::spawn_as(url, token, extra_args, envs, Recorder::default()).await
+    }
+
+    /// [`Server::spawn_with`] with the client `recorder` (e.g. one that declares tasks).
+    pub async fn spawn_as(
+        url: &str,
+        token: &str,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+        recorder: Recorder,
     ) -> Server {
         let mut command = tokio::process::Command::new(BIN);
         command
@@ -197,7 +239,6 @@ impl Server {
             let _ = stderr.read_to_string(&mut text).await;
             text
         });
-        let recorder = Recorder::default();
         let client = recorder
             .clone()
             .serve(transport)
