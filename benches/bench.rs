@@ -174,6 +174,10 @@ async fn main() -> anyhow::Result<()> {
     if options.runs("store") {
         report.store = store_section(&server, options.quick).await?;
     }
+    // Prints only (its figures are copied into BENCHMARKS.md's "Prebuilds" section).
+    if options.runs("prebuild") {
+        prebuild_section(&server, options.quick).await?;
+    }
     if let Some(only) = &options.only {
         println!("\n--only {only}: results not written");
         return Ok(());
@@ -601,6 +605,93 @@ async fn requests_while_waiting(
     drop(serve);
     sim.shutdown().await;
     Ok(run)
+}
+
+// ---- prebuilt workspaces: a claim against a full build --------------------------------
+
+/// Time to ready (the `create_workspace` call, start to result, with `--max-call-wait 0`)
+/// of a create that claims a prebuilt workspace against a full build of the same
+/// template, in the same run: `runs` pairs, each pair's two calls at once, each in an MCP
+/// session of its own. The simulated template builds like the demo's (about 1 s queued,
+/// 5 s building, the agent after 1 s, 1 s of startup scripts; a claim's start build about
+/// 0.2 s queued, 1 s building, the agent back after 0.3 s, 0.3 s of scripts). The claims use
+/// the template's default preset; the full builds give a value of their own, so they are
+/// built without it. `--only prebuild`; prints, writes nothing.
+async fn prebuild_section(binary: &Path, quick: bool) -> anyhow::Result<()> {
+    use coder_api::{TemplateVersionParameter, TemplateVersionParameterOption};
+    let runs: usize = if quick { 3 } else { 8 };
+    let sim = SimCoder::start().await?;
+    sim.add_user("bench", TOKEN);
+    let option = |value: &str| TemplateVersionParameterOption {
+        name: value.to_owned(),
+        value: value.to_owned(),
+        ..Default::default()
+    };
+    let template = sim.add_template(TemplateSpec::named("docker").with_parameters(vec![
+        TemplateVersionParameter {
+            name: "size".into(),
+            kind: "string".into(),
+            default_value: "small".into(),
+            options: vec![option("small"), option("large")],
+            ..Default::default()
+        },
+    ]));
+    sim.set_build_plan(template.id, BuildPlan::demo());
+    sim.set_claim_plan(template.id, BuildPlan::demo_claim());
+    sim.set_presets(
+        template.id,
+        vec![
+            coder_workspace_sim::PresetSpec::named("warm")
+                .with("size", "small")
+                .default_preset()
+                .prebuilds(runs as i64),
+        ],
+    );
+    let serve = Serve::start(binary, &sim.url(), &[]).await?;
+    let id = template.id.to_string();
+    // One call in a session of its own; its time to ready in ms, and whether it claimed.
+    let timed = |arguments: Value| {
+        let url = serve.url.clone();
+        async move {
+            let client = http_client(&url).await?;
+            let started = Instant::now();
+            let out = call(&client, "create_workspace", arguments).await?;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let _ = client.cancel().await;
+            anyhow::Ok((ms, out["prebuilt"] == json!(true)))
+        }
+    };
+    let (mut claims, mut builds) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let (claim, build) = tokio::join!(
+            timed(json!({ "template_id": id, "name": format!("claim-{i}"), "preset": "warm" })),
+            timed(
+                json!({ "template_id": id, "name": format!("build-{i}"), "parameters": { "size": "large" } })
+            ),
+        );
+        let ((claim_ms, claimed), (build_ms, built_prebuilt)) = (claim?, build?);
+        if !claimed || built_prebuilt {
+            bail!(
+                "pair {i}: the claim did not claim ({claimed}) or the full build did ({built_prebuilt})"
+            );
+        }
+        claims.push(claim_ms);
+        builds.push(build_ms);
+    }
+    claims.sort_by(f64::total_cmp);
+    builds.sort_by(f64::total_cmp);
+    let (claim_p50, build_p50) = (percentile(&claims, 50.0), percentile(&builds, 50.0));
+    println!(
+        "prebuild: {runs} pairs; time to ready, claimed prebuilt workspace p50={claim_p50:.0} ms (min {:.0}, max {:.0}), full build p50={build_p50:.0} ms (min {:.0}, max {:.0}); full / claimed = {:.1}x",
+        claims[0],
+        claims[claims.len() - 1],
+        builds[0],
+        builds[builds.len() - 1],
+        build_p50 / claim_p50
+    );
+    drop(serve);
+    sim.shutdown().await;
+    Ok(())
 }
 
 // ---- 3: MCP overhead ---------------------------------------------------------------

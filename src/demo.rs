@@ -160,7 +160,7 @@ async fn demo(log_level: &str, sim: &SimCoder, store: &Path) -> anyhow::Result<(
     let read = session
         .call("read_template", json!({ "template_id": template_id }))
         .await?;
-    // Pick the last option where there is a choice, to show parameters at work.
+    // Pick the last option where there is a choice, to show parameters at work (step 6).
     let mut parameters = serde_json::Map::new();
     for p in read["parameters"].as_array().cloned().unwrap_or_default() {
         let last = p["options"]
@@ -170,11 +170,40 @@ async fn demo(log_level: &str, sim: &SimCoder, store: &Path) -> anyhow::Result<(
             parameters.insert(name.to_owned(), json!(last));
         }
     }
+    let presets = read["presets"].as_array().cloned().unwrap_or_default();
+    for p in &presets {
+        eprintln!(
+            "   preset {}{}{}",
+            p["name"],
+            if p["default"] == true {
+                ", the default"
+            } else {
+                ""
+            },
+            if p["prebuilt_workspaces"] == true {
+                ", with prebuilt workspaces"
+            } else {
+                ""
+            }
+        );
+    }
+    let preset = presets
+        .iter()
+        .find(|p| p["default"] == true)
+        .or(presets.first())
+        .and_then(|p| p["name"].as_str())
+        .map(str::to_owned);
 
-    let arguments =
-        json!({ "template_id": template_id, "name": "demo-workspace", "parameters": parameters });
+    // The default preset: Coder keeps prebuilt workspaces of it, so one is claimed.
+    let mut arguments = json!({ "template_id": template_id, "name": "demo-workspace" });
+    if let Some(preset) = &preset {
+        arguments["preset"] = json!(preset);
+    }
     eprintln!("\n3) create_workspace {arguments} (progress below)");
     let created = session.call("create_workspace", arguments.clone()).await?;
+    if created["prebuilt"] == true {
+        eprintln!("   prebuilt: true, a prebuilt workspace was claimed: no full build");
+    }
 
     eprintln!("\n4) create_workspace again, same session: the same workspace");
     let again = session.call("create_workspace", arguments.clone()).await?;
@@ -197,6 +226,18 @@ async fn demo(log_level: &str, sim: &SimCoder, store: &Path) -> anyhow::Result<(
         restarted["status"],
         restarted["workspace_id"] == created["workspace_id"]
     );
+
+    session.end().await;
+
+    // Parameters of one's own, unlike the default preset's: a full build. (A new
+    // conversation: within one, create_workspace returns the conversation's workspace.)
+    let session = Session::start(log_level, sim, store).await?;
+    let arguments =
+        json!({ "template_id": template_id, "name": "demo-custom", "parameters": parameters });
+    eprintln!(
+        "\n6) another task: create_workspace {arguments}, values of its own, so a full build (progress below)"
+    );
+    session.call("create_workspace", arguments).await?;
     session.end().await;
     Ok(())
 }

@@ -237,12 +237,18 @@ fn the_demo_runs_the_whole_flow() {
     for expected in [
         "1) list_templates",
         "2) read_template",
+        "preset \"Frankfurt, 4 cores\", the default, with prebuilt workspaces",
         "3) create_workspace",
+        "claimed a prebuilt workspace; starting it",
         "is ready",
+        "prebuilt: true",
         "4) create_workspace again",
         "same workspace: true",
         "5) the server restarted",
         "same workspace: true",
+        "6) another task",
+        "building demo-custom",
+        "is ready",
     ] {
         let found = stderr[at..].find(expected);
         assert!(
@@ -256,10 +262,17 @@ fn the_demo_runs_the_whole_flow() {
         .into_iter()
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| panic!("stdout is not JSON values ({e}): {stdout}"));
-    assert_eq!(results.len(), 5, "{stdout}");
+    assert_eq!(results.len(), 6, "{stdout}");
     assert!(results[0]["templates"].is_array());
     assert!(results[1]["parameters"].is_array());
     assert_eq!(results[2]["created"], true);
+    assert_eq!(
+        results[2]["prebuilt"], true,
+        "the default preset's prebuilt workspace"
+    );
+    assert!(results[1]["presets"].is_array());
+    assert_eq!(results[5]["created"], true);
+    assert!(results[5].get("prebuilt").is_none(), "a full build");
     assert_eq!(results[3]["status"], "already_exists");
     assert_eq!(results[4]["status"], "already_exists");
     assert_eq!(results[4]["workspace_id"], results[2]["workspace_id"]);

@@ -12,7 +12,7 @@ mod common;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use coder_workspace_sim::{BuildPlan, Fault, TemplateSpec};
+use coder_workspace_sim::{BuildPlan, Fault, PresetSpec, TemplateSpec};
 use common::{Env, error_text, structured};
 use regex::Regex;
 use serde_json::{Value, json};
@@ -181,4 +181,106 @@ async fn errors() {
             .await,
     );
     insta::assert_snapshot!("store_unavailable", stable(&store));
+}
+
+/// The messages about presets and prebuilt workspaces.
+#[tokio::test]
+async fn presets() {
+    let env = Env::new().await;
+    let template = env
+        .sim
+        .add_template(TemplateSpec::named("go").with_parameters(vec![
+            coder_api::TemplateVersionParameter {
+                name: "region".into(),
+                kind: "string".into(),
+                default_value: "us".into(),
+                ..Default::default()
+            },
+            coder_api::TemplateVersionParameter {
+                name: "cpu".into(),
+                kind: "number".into(),
+                default_value: "2".into(),
+                ..Default::default()
+            },
+        ]));
+    env.sim.set_presets(
+        template.id,
+        vec![
+            PresetSpec::named("Europe, 4 cores")
+                .with("region", "eu")
+                .with("cpu", "4")
+                .default_preset()
+                .prebuilds(1),
+            PresetSpec::named("US, 8 cores")
+                .with("region", "us")
+                .with("cpu", "8"),
+        ],
+    );
+    let call = |name: &str, extra: Value| {
+        let mut args = json!({ "template_id": template.id.to_string(), "name": name });
+        for (k, v) in extra.as_object().unwrap() {
+            args[k] = v.clone();
+        }
+        args
+    };
+    let fresh = || env.server(&[]);
+
+    let claimed = structured(
+        &fresh()
+            .await
+            .call("create_workspace", call("fast", json!({})))
+            .await,
+    );
+    insta::assert_snapshot!(
+        "prebuilt_claimed_with_the_default_preset",
+        message(&claimed)
+    );
+    let default = structured(
+        &fresh()
+            .await
+            .call("create_workspace", call("std", json!({})))
+            .await,
+    );
+    insta::assert_snapshot!("default_preset_used", message(&default));
+    let dropped = structured(
+        &fresh()
+            .await
+            .call(
+                "create_workspace",
+                call("six", json!({"parameters": {"cpu": "6"}})),
+            )
+            .await,
+    );
+    insta::assert_snapshot!("default_preset_dropped", message(&dropped));
+    let other = structured(
+        &fresh()
+            .await
+            .call(
+                "create_workspace",
+                call("std", json!({"preset": "US, 8 cores"})),
+            )
+            .await,
+    );
+    insta::assert_snapshot!("made_with_another_preset", message(&other));
+
+    let unknown = error_text(
+        &fresh()
+            .await
+            .call("create_workspace", call("x", json!({"preset": "Mars"})))
+            .await,
+    );
+    insta::assert_snapshot!("unknown_preset", stable(&unknown));
+    let contradicted = error_text(
+        &fresh()
+            .await
+            .call(
+                "create_workspace",
+                call(
+                    "x",
+                    json!({"preset": "US, 8 cores", "parameters": {"cpu": 4}}),
+                ),
+            )
+            .await,
+    );
+    insta::assert_snapshot!("value_against_the_preset", stable(&contradicted));
 }

@@ -1,6 +1,7 @@
 //! The README's sections that describe the code are generated from it, and this test
-//! fails when they drift: the tools table (from `tools/list` as the server serves it) and
-//! the idempotency decision table (from `src/engine/decide.rs`). Run it with
+//! fails when they drift: the tools table (from `tools/list` as the server serves it), the
+//! idempotency decision table (from `src/engine/decide.rs`) and the preset table (from
+//! `src/engine/presets.rs`). Run it with
 //! `UPDATE_README=1` to regenerate them (and review the diff).
 
 // Test code: a failed assumption is a failed test.
@@ -70,7 +71,11 @@ async fn tools_table() -> String {
 
 /// The decision table of `decide.rs`'s module documentation.
 fn decision_table() -> String {
-    let source = include_str!("../src/engine/decide.rs");
+    doc_table(include_str!("../src/engine/decide.rs"))
+}
+
+/// The table in a module's documentation (its `//! |` lines).
+fn doc_table(source: &str) -> String {
     source
         .lines()
         .filter_map(|line| line.strip_prefix("//! |"))
@@ -100,10 +105,16 @@ async fn the_readme_describes_the_code_as_it_is() {
     let tools = tools_table().await;
     let decisions = decision_table();
     assert!(decisions.lines().count() > 5, "decide.rs has its table");
+    let presets = doc_table(include_str!("../src/engine/presets.rs"));
+    assert!(presets.lines().count() > 3, "presets.rs has its table");
     let generated = with_section(
-        &with_section(&readme, "tools", &tools),
-        "decision-table",
-        &decisions,
+        &with_section(
+            &with_section(&readme, "tools", &tools),
+            "decision-table",
+            &decisions,
+        ),
+        "preset-table",
+        &presets,
     );
     if std::env::var_os("UPDATE_README").is_some() {
         std::fs::write(&path, &generated).expect("write README.md");

@@ -142,6 +142,11 @@ pub struct CreateWorkspaceRequest {
     pub template_version_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rich_parameter_values: Vec<WorkspaceBuildParameter>,
+    /// A preset of the version that gets built: its parameter values override
+    /// `rich_parameter_values` (silently, in Coder), and a Premium deployment may
+    /// answer with one of the preset's prebuilt workspaces, claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version_preset_id: Option<Uuid>,
 }
 
 /// `codersdk.CreateWorkspaceBuildRequest` (`POST /workspaces/{id}/builds`).
@@ -152,6 +157,61 @@ pub struct CreateWorkspaceBuildRequest {
     pub template_version_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rich_parameter_values: Vec<WorkspaceBuildParameter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version_preset_id: Option<Uuid>,
+}
+
+/// `codersdk.Preset` (`GET /templateversions/{id}/presets`): a parameter set the
+/// template declares (`coder_workspace_preset`).
+///
+/// **On the wire the keys are PascalCase** (`ID`, `Name`, `Parameters`, `Default`,
+/// `DesiredPrebuildInstances`, `Description`, `Icon`), not the spec's lowercase names:
+/// the Go type has no json tags. Empty lists come as `null`, and
+/// `DesiredPrebuildInstances` is `null` for a preset without prebuilds. The spec's
+/// lowercase names are accepted too.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Preset {
+    #[serde(rename = "ID", alias = "id")]
+    pub id: Uuid,
+    #[serde(alias = "name", default)]
+    pub name: String,
+    /// `None` is Coder's `null`: the preset fixes no parameter.
+    #[serde(alias = "parameters", default)]
+    pub parameters: Option<Vec<PresetParameter>>,
+    /// The preset Coder's UI pre-selects.
+    #[serde(alias = "default", default)]
+    pub default: bool,
+    /// How many prebuilt workspaces Coder keeps ready for the preset (`None`: no
+    /// prebuilds block).
+    #[serde(alias = "desiredPrebuildInstances", default)]
+    pub desired_prebuild_instances: Option<i64>,
+    #[serde(alias = "description", default)]
+    pub description: String,
+    #[serde(alias = "icon", default)]
+    pub icon: String,
+}
+
+impl Preset {
+    /// The parameter values the preset fixes.
+    pub fn values(&self) -> &[PresetParameter] {
+        self.parameters.as_deref().unwrap_or_default()
+    }
+
+    /// Coder keeps prebuilt workspaces of this preset.
+    pub fn has_prebuilds(&self) -> bool {
+        self.desired_prebuild_instances.is_some_and(|n| n > 0)
+    }
+}
+
+/// `codersdk.PresetParameter`: `{"Name", "Value"}` on the wire (see [`Preset`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PresetParameter {
+    #[serde(alias = "name")]
+    pub name: String,
+    #[serde(alias = "value", default)]
+    pub value: String,
 }
 
 /// `codersdk.Workspace`.
@@ -177,6 +237,9 @@ pub struct Workspace {
     pub latest_build: WorkspaceBuild,
     #[serde(default)]
     pub outdated: bool,
+    /// Owned by Coder's `prebuilds` user, waiting to be claimed (false once claimed).
+    #[serde(default)]
+    pub is_prebuild: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleting_at: Option<DateTime<Utc>>,
     /// Set while the workspace is dormant: it cannot be used until it is activated.
@@ -205,6 +268,9 @@ pub struct WorkspaceBuild {
     pub template_version_id: Option<Uuid>,
     #[serde(default)]
     pub template_version_name: String,
+    /// The preset the build was made with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_version_preset_id: Option<Uuid>,
     pub transition: WorkspaceTransition,
     pub status: WorkspaceStatus,
     pub job: ProvisionerJob,
@@ -467,5 +533,32 @@ mod tests {
         let unknown: WorkspaceAgentStatus = serde_json::from_value("hibernating".into()).unwrap();
         assert_eq!(unknown, WorkspaceAgentStatus::Unknown);
         assert_eq!(ProvisionerJobStatus::Unknown.to_string(), "unknown");
+    }
+
+    #[test]
+    fn presets_read_coders_pascal_case_and_null_lists() {
+        let wire = serde_json::json!([
+            {"ID": "6f2f2b5e-9c3a-4c7e-8a53-0d8f6c1c2d3e", "Name": "GoLand: Large",
+             "Parameters": [{"Name": "cpus", "Value": "8"}], "Default": true,
+             "DesiredPrebuildInstances": 3, "Description": "", "Icon": ""},
+            {"ID": "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d", "Name": "Empty",
+             "Parameters": null, "Default": false, "DesiredPrebuildInstances": null,
+             "Description": "", "Icon": ""}
+        ]);
+        let presets: Vec<Preset> = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(presets[0].values()[0].value, "8");
+        assert!(presets[0].default && presets[0].has_prebuilds());
+        assert!(presets[1].values().is_empty() && !presets[1].has_prebuilds());
+        // Written back exactly as Coder sends it.
+        assert_eq!(serde_json::to_value(&presets).unwrap(), wire);
+        // The spec's lowercase names are read too.
+        let lower: Preset = serde_json::from_value(serde_json::json!({
+            "id": "6f2f2b5e-9c3a-4c7e-8a53-0d8f6c1c2d3e", "name": "x",
+            "parameters": [{"name": "a", "value": "b"}], "default": false,
+            "desiredPrebuildInstances": 0
+        }))
+        .unwrap();
+        assert_eq!(lower.values()[0].name, "a");
+        assert!(!lower.has_prebuilds());
     }
 }

@@ -45,11 +45,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use coder_api::{Template, User, Workspace, WorkspaceAgentStatus, WorkspaceTransition};
+use coder_api::{Preset, Template, User, Workspace, WorkspaceAgentStatus, WorkspaceTransition};
 
 pub use faults::{Fault, RecordedRequest};
 pub use lifecycle::{AgentPlan, BuildOutcome, BuildPlan};
-pub use seed::TemplateSpec;
+pub use seed::{PresetSpec, TemplateSpec};
+pub use state::PREBUILDS_USER_ID;
 pub use view::SimView;
 
 use state::State;
@@ -199,6 +200,38 @@ impl SimCoder {
     /// builds of it follow [`BuildPlan::default`] until [`SimCoder::set_build_plan`].
     pub fn add_template(&self, spec: TemplateSpec) -> Template {
         self.inner.update(|st| st.add_template(spec))
+    }
+
+    /// Gives the template's active version these presets (replacing any), and fills each
+    /// preset's prebuild pool with `prebuilds` ready workspaces owned by Coder's
+    /// `prebuilds` user (as the reconciliation loop would, at once). A create with the
+    /// preset claims one of them (see [`SimCoder::set_claim_plan`]); a claimed one is not
+    /// replaced, so a pool runs dry. Returns the presets as `GET
+    /// /templateversions/{id}/presets` sends them.
+    pub fn set_presets(&self, template_id: Uuid, presets: Vec<PresetSpec>) -> Vec<Preset> {
+        self.inner.update(|st| st.set_presets(template_id, presets))
+    }
+
+    /// Adds one ready prebuilt workspace of `preset_id` to its pool (the reconciliation
+    /// loop replacing a claimed one). Returns its id.
+    pub fn add_prebuild(&self, template_id: Uuid, preset_id: Uuid) -> Option<Uuid> {
+        self.inner
+            .update(|st| st.add_ready_prebuild(template_id, preset_id))
+    }
+
+    /// Sets the plan of the start builds that follow a claim of the template's prebuilt
+    /// workspaces ([`BuildPlan::claim`] by default: a few milliseconds).
+    pub fn set_claim_plan(&self, template_id: Uuid, plan: BuildPlan) {
+        self.inner.update_quiet(|st| {
+            match st
+                .templates
+                .iter_mut()
+                .find(|t| t.template.id == template_id)
+            {
+                Some(t) => t.claim_plan = plan,
+                None => tracing::warn!(%template_id, "set_claim_plan: no such template"),
+            }
+        });
     }
 
     /// Sets the plan for *future* start builds of a template; running builds keep theirs.

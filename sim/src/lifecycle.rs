@@ -114,6 +114,41 @@ impl BuildPlan {
         }
     }
 
+    /// The start build of a claimed prebuilt workspace: its resources exist and its
+    /// agent only reinitialises, so it is short (about 5 ms queued, 20 ms building,
+    /// agent after 5 ms, scripts 5 ms).
+    pub fn claim() -> Self {
+        BuildPlan {
+            queue_for: Duration::from_millis(5),
+            build_for: Duration::from_millis(20),
+            hold: false,
+            outcome: BuildOutcome::Succeed,
+            agent: AgentPlan {
+                connect_after: Some(Duration::from_millis(5)),
+                scripts_for: Duration::from_millis(5),
+                lifecycle_end: WorkspaceAgentLifecycle::Ready,
+                startup_log: vec!["Agent reinitialized for its new owner.".to_string()],
+            },
+        }
+    }
+
+    /// A claim for the demo: about 0.2 s queued, 1 s building, the agent back after
+    /// 0.3 s, 0.3 s of startup scripts.
+    pub fn demo_claim() -> Self {
+        BuildPlan {
+            queue_for: Duration::from_millis(200),
+            build_for: Duration::from_secs(1),
+            hold: false,
+            outcome: BuildOutcome::Succeed,
+            agent: AgentPlan {
+                connect_after: Some(Duration::from_millis(300)),
+                scripts_for: Duration::from_millis(300),
+                lifecycle_end: WorkspaceAgentLifecycle::Ready,
+                startup_log: vec!["Agent reinitialized for its new owner.".to_string()],
+            },
+        }
+    }
+
     /// Realistic but short, for the demo: ~1 s queued, ~5 s building, agent after
     /// ~1 s, startup scripts ~1 s, ready.
     pub fn demo() -> Self {

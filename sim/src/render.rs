@@ -53,6 +53,7 @@ impl State {
             template_icon: tmpl.template.icon.clone(),
             template_active_version_id: Some(tmpl.version_id),
             outdated: latest.template_version_id != tmpl.version_id,
+            is_prebuild: ws.owner_id == super::state::PREBUILDS_USER_ID,
             latest_build: build.clone(),
             deleting_at: None,
             dormant_at: None,
@@ -83,7 +84,6 @@ impl State {
             obj.insert("last_used_at".into(), json!(last_used));
             obj.insert("allow_renames".into(), json!(false));
             obj.insert("favorite".into(), json!(false));
-            obj.insert("is_prebuild".into(), json!(false));
             obj.insert(
                 "template_allow_user_cancel_workspace_jobs".into(),
                 json!(true),
@@ -131,6 +131,7 @@ impl State {
             workspace_owner_name: owner.username.clone(),
             template_version_id: Some(b.template_version_id),
             template_version_name: tmpl.version_name.clone(),
+            template_version_preset_id: b.preset_id,
             transition: b.transition,
             status: build_status(job.status, b.transition),
             job,

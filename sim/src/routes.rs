@@ -140,6 +140,7 @@ pub(crate) fn router(inner: AppState) -> Router {
             "/api/v2/templateversions/{id}/rich-parameters",
             get(get_rich_parameters),
         )
+        .route("/api/v2/templateversions/{id}/presets", get(get_presets))
         .route("/api/v2/workspaces", get(list_workspaces))
         .route("/api/v2/workspaces/{id}", get(get_workspace))
         .route(
@@ -619,6 +620,17 @@ async fn get_rich_parameters(State(inner): State<AppState>, Path(id): Path<Strin
         st.template_by_version(id)
             .map(|t| json_response(StatusCode::OK, &t.params))
             .ok_or_else(ApiError::not_found)
+    })
+}
+
+/// `GET /templateversions/{id}/presets`: PascalCase keys, and `null` for a version
+/// without presets (a Go nil slice), as coderd sends them.
+async fn get_presets(State(inner): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let id = parse_uuid(&id, "templateversion")?;
+    inner.read(|st| {
+        let t = st.template_by_version(id).ok_or_else(ApiError::not_found)?;
+        let presets = (!t.presets.is_empty()).then_some(&t.presets);
+        Ok(json_response(StatusCode::OK, &presets))
     })
 }
 

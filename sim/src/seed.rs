@@ -39,6 +39,53 @@ impl TemplateSpec {
     }
 }
 
+/// A preset for [`SimCoder::set_presets`]: a `coder_workspace_preset`.
+#[derive(Clone, Debug, Default)]
+pub struct PresetSpec {
+    pub name: String,
+    pub description: String,
+    pub icon: String,
+    /// The parameter values it fixes, in order.
+    pub parameters: Vec<(String, String)>,
+    /// Coder's UI pre-selects the default preset.
+    pub default: bool,
+    /// Its `prebuilds { instances = N }`: how many prebuilt workspaces are kept (and
+    /// made ready at once by the simulator). `None`: no prebuilds block.
+    pub prebuilds: Option<i64>,
+}
+
+impl PresetSpec {
+    pub fn named(name: &str) -> PresetSpec {
+        PresetSpec {
+            name: name.to_string(),
+            ..PresetSpec::default()
+        }
+    }
+
+    /// Fixes parameter `name` to `value`.
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.parameters.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn described(mut self, description: &str) -> Self {
+        self.description = description.to_string();
+        self
+    }
+
+    /// Makes it the template's default preset.
+    pub fn default_preset(mut self) -> Self {
+        self.default = true;
+        self
+    }
+
+    /// Keeps `instances` prebuilt workspaces of it.
+    pub fn prebuilds(mut self, instances: i64) -> Self {
+        self.prebuilds = Some(instances);
+        self
+    }
+}
+
 fn option(name: &str, value: &str, description: &str) -> TemplateVersionParameterOption {
     TemplateVersionParameterOption {
         name: name.to_string(),
@@ -153,7 +200,27 @@ pub(crate) fn seed_demo(sim: &SimCoder) {
         },
     ];
     for spec in templates {
+        let name = spec.name.clone();
         let template = sim.add_template(spec);
         sim.set_build_plan(template.id, BuildPlan::demo());
+        sim.set_claim_plan(template.id, BuildPlan::demo_claim());
+        if name == "docker" {
+            // The team's tested setups; the default one keeps prebuilt workspaces warm.
+            sim.set_presets(
+                template.id,
+                vec![
+                    PresetSpec::named("Frankfurt, 4 cores")
+                        .described("The team's standard setup, kept prebuilt: ready in seconds.")
+                        .with("region", "eu-west")
+                        .with("cpu", "4")
+                        .default_preset()
+                        .prebuilds(2),
+                    PresetSpec::named("Virginia, 8 cores")
+                        .described("For heavy builds, near the US CI runners.")
+                        .with("region", "us-east")
+                        .with("cpu", "8"),
+                ],
+            );
+        }
     }
 }

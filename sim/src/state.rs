@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::faults::{Fault, RecordedRequest};
 use super::lifecycle::{BuildPlan, BuildStart, LogLine};
 use super::routes::ApiError;
-use super::seed::TemplateSpec;
+use super::seed::{PresetSpec, TemplateSpec};
 use super::validation;
 use coder_api::*;
 
@@ -37,7 +37,16 @@ pub(crate) struct SimTemplate {
     pub version_job_id: Uuid,
     pub params: Vec<TemplateVersionParameter>,
     pub plan: BuildPlan,
+    /// The active version's presets (`GET /templateversions/{id}/presets`).
+    pub presets: Vec<Preset>,
+    /// How the start build of a claimed prebuilt workspace behaves: short, since the
+    /// resources exist and the agent only reinitialises.
+    pub claim_plan: BuildPlan,
 }
+
+/// The id of Coder's `prebuilds` system user, which owns prebuilt workspaces until
+/// they are claimed.
+pub const PREBUILDS_USER_ID: Uuid = Uuid::from_u128(0xc42fdf75_3097_471c_8c33_fb52454d81c0);
 
 pub(crate) struct SimWorkspace {
     pub id: Uuid,
@@ -78,6 +87,8 @@ pub(crate) struct SimBuild {
     pub resource: ResourceKind,
     pub agent_id: Uuid,
     pub log_source_id: Uuid,
+    /// The preset the build was made with (`template_version_preset_id`).
+    pub preset_id: Option<Uuid>,
 }
 
 /// The Terraform resources a template's builds create.
@@ -279,8 +290,179 @@ impl State {
             version_job_id: Uuid::new_v4(),
             params,
             plan: BuildPlan::default(),
+            presets: Vec::new(),
+            claim_plan: BuildPlan::claim(),
         });
         template
+    }
+
+    /// Replaces the active version's presets, and fills each preset's prebuild pool with
+    /// `prebuilds` ready workspaces owned by the `prebuilds` user.
+    pub fn set_presets(&mut self, template_id: Uuid, specs: Vec<PresetSpec>) -> Vec<Preset> {
+        let Some(tmpl) = self
+            .templates
+            .iter_mut()
+            .find(|t| t.template.id == template_id)
+        else {
+            tracing::warn!(%template_id, "set_presets: no such template");
+            return Vec::new();
+        };
+        let presets: Vec<Preset> = specs
+            .iter()
+            .map(|spec| {
+                let values: Vec<PresetParameter> = spec
+                    .parameters
+                    .iter()
+                    .map(|(name, value)| PresetParameter {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect();
+                Preset {
+                    id: Uuid::new_v4(),
+                    name: spec.name.clone(),
+                    // Go's nil slice: `null` on the wire.
+                    parameters: (!values.is_empty()).then_some(values),
+                    default: spec.default,
+                    desired_prebuild_instances: spec.prebuilds,
+                    description: spec.description.clone(),
+                    icon: spec.icon.clone(),
+                }
+            })
+            .collect();
+        tmpl.presets = presets.clone();
+        for preset in &presets {
+            for _ in 0..preset.desired_prebuild_instances.unwrap_or(0).max(0) {
+                self.add_ready_prebuild(template_id, preset.id);
+            }
+        }
+        presets
+    }
+
+    /// The `prebuilds` system user (made the first time it is needed).
+    fn ensure_prebuilds_user(&mut self) {
+        if self.user(PREBUILDS_USER_ID).is_none() {
+            self.users.push(SimUser {
+                user: User {
+                    id: PREBUILDS_USER_ID,
+                    username: "prebuilds".to_string(),
+                    email: "prebuilds@system".to_string(),
+                    created_at: Utc::now(),
+                    name: String::new(),
+                    status: Some("active".to_string()),
+                    organization_ids: vec![self.org.id],
+                },
+                // Nobody signs in as it.
+                token: String::new(),
+            });
+        }
+    }
+
+    /// One more prebuilt workspace of `preset`, already built and ready (the
+    /// reconciliation loop's work, done at once): owned by `prebuilds`, a random name,
+    /// build 1 with the preset's values.
+    pub fn add_ready_prebuild(&mut self, template_id: Uuid, preset_id: Uuid) -> Option<Uuid> {
+        self.ensure_prebuilds_user();
+        let tmpl = self.template(template_id)?;
+        let preset = tmpl.presets.iter().find(|p| p.id == preset_id)?;
+        let values: Vec<WorkspaceBuildParameter> = preset
+            .values()
+            .iter()
+            .map(|p| WorkspaceBuildParameter {
+                name: p.name.clone(),
+                value: p.value.clone(),
+            })
+            .collect();
+        let parameters = validation::resolve_parameters(&tmpl.params, &values, &[]).ok()?;
+        let resource = ResourceKind::for_template(&tmpl.template.name);
+        let version_id = tmpl.version_id;
+        let now = Utc::now();
+        let id = Uuid::new_v4();
+        let mut build = SimBuild {
+            id: Uuid::new_v4(),
+            number: 1,
+            transition: WorkspaceTransition::Start,
+            template_version_id: version_id,
+            initiator_id: PREBUILDS_USER_ID,
+            reason: "initiator".to_string(),
+            created_at: now,
+            updated_at: now,
+            job: ProvisionerJob {
+                id: Uuid::new_v4(),
+                status: ProvisionerJobStatus::Succeeded,
+                error: String::new(),
+                error_code: None,
+                created_at: now,
+                started_at: Some(now),
+                completed_at: Some(now),
+                canceled_at: None,
+                queue_position: 0,
+                queue_size: 0,
+            },
+            logs: Vec::new(),
+            resources: Vec::new(),
+            parameters,
+            hold: false,
+            release_requested: false,
+            held: false,
+            cancel: CancellationToken::new(),
+            agent_cancel: CancellationToken::new(),
+            resource,
+            agent_id: Uuid::new_v4(),
+            log_source_id: Uuid::new_v4(),
+            preset_id: Some(preset_id),
+        };
+        build.resources = build_resources(&build, now);
+        for agent in build.resources.iter_mut().flat_map(|r| r.agents.iter_mut()) {
+            agent.status = WorkspaceAgentStatus::Connected;
+            agent.lifecycle_state = WorkspaceAgentLifecycle::Ready;
+            agent.first_connected_at = Some(now);
+            agent.last_connected_at = Some(now);
+            agent.started_at = Some(now);
+            agent.ready_at = Some(now);
+            agent.version = DEPLOYMENT_VERSION.to_string();
+        }
+        let name = format!("prebuild-{}", &Uuid::new_v4().simple().to_string()[..8]);
+        self.workspaces.push(SimWorkspace {
+            id,
+            name,
+            owner_id: PREBUILDS_USER_ID,
+            template_id,
+            created_at: now,
+            updated_at: now,
+            deleted: false,
+            builds: vec![build],
+            history: Vec::new(),
+        });
+        self.dirty.insert(id);
+        Some(id)
+    }
+
+    /// A prebuilt workspace of `preset` that a create can claim, as coderd's
+    /// `ClaimPrebuiltWorkspace` picks one: owned by `prebuilds`, its latest build a
+    /// succeeded start of the template's active version with that preset, every agent
+    /// ready.
+    pub fn claimable_prebuild(&self, template_id: Uuid, preset_id: Uuid) -> Option<Uuid> {
+        let tmpl = self.template(template_id)?;
+        self.workspaces
+            .iter()
+            .find(|w| claimable(w, tmpl, preset_id))
+            .map(|w| w.id)
+    }
+
+    /// How many prebuilt workspaces of `preset_id` can be claimed now.
+    pub fn claimable_prebuilds(&self, preset_id: Uuid) -> usize {
+        let Some(tmpl) = self
+            .templates
+            .iter()
+            .find(|t| t.presets.iter().any(|p| p.id == preset_id))
+        else {
+            return 0;
+        };
+        self.workspaces
+            .iter()
+            .filter(|w| claimable(w, tmpl, preset_id))
+            .count()
     }
 
     pub fn user(&self, id: Uuid) -> Option<&User> {
@@ -459,11 +641,63 @@ impl State {
             .validation("name", "This value is already in use and should be unique."));
         }
         let tmpl = self.template(template_id).expect("resolved above");
+        // The preset: the one named (it must be one of the version's), else, like newer
+        // coderd (`FindMatchingPresetID`), the preset all of whose values the request
+        // gives, the one fixing the most parameters first.
+        let preset = match req.template_version_preset_id {
+            Some(preset_id) => Some(
+                tmpl.presets
+                    .iter()
+                    .find(|p| p.id == preset_id)
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "Template version preset not found.",
+                        )
+                        .validation(
+                            "template_version_preset_id",
+                            "the preset does not belong to the template version being built",
+                        )
+                    })?
+                    .clone(),
+            ),
+            None => matching_preset(&tmpl.presets, &req.rich_parameter_values).cloned(),
+        };
+        // Preset values silently win over the request's (wsbuilder, dynamicparameters).
+        let mut values = req.rich_parameter_values.clone();
+        if let Some(preset) = &preset {
+            for fixed in preset.values() {
+                values.retain(|v| v.name != fixed.name);
+                values.push(WorkspaceBuildParameter {
+                    name: fixed.name.clone(),
+                    value: fixed.value.clone(),
+                });
+            }
+        }
         // Validate before inserting: coderd builds in the same transaction, so a
         // rejected parameter leaves no workspace behind.
-        validation::resolve_parameters(&tmpl.params, &req.rich_parameter_values, &[])?;
+        validation::resolve_parameters(&tmpl.params, &values, &[])?;
 
         let now = Utc::now();
+        // A free prebuilt workspace of the preset is claimed (in the create's
+        // transaction): it changes hands and names, and a short start build follows.
+        if let Some(preset) = &preset
+            && let Some(claimed) = self.claimable_prebuild(template_id, preset.id)
+        {
+            let ws = self.workspace_mut(claimed).expect("found above");
+            ws.owner_id = owner_id;
+            ws.name = req.name.clone();
+            ws.updated_at = now;
+            let start = self.queue_build(
+                claimed,
+                WorkspaceTransition::Start,
+                initiator_id,
+                "initiator",
+                values,
+                BuildKind::Claim(preset.id),
+            )?;
+            return Ok((claimed, start));
+        }
         let id = Uuid::new_v4();
         self.workspaces.push(SimWorkspace {
             id,
@@ -476,12 +710,13 @@ impl State {
             builds: Vec::new(),
             history: Vec::new(),
         });
-        let start = self.new_build(
+        let start = self.queue_build(
             id,
             WorkspaceTransition::Start,
             initiator_id,
             "initiator",
-            req.rich_parameter_values.clone(),
+            values,
+            BuildKind::New(preset.map(|p| p.id)),
         );
         match start {
             Ok(start) => Ok((id, start)),
@@ -500,6 +735,25 @@ impl State {
         initiator_id: Uuid,
         reason: &str,
         values: Vec<WorkspaceBuildParameter>,
+    ) -> Result<BuildStart, ApiError> {
+        self.queue_build(
+            workspace_id,
+            transition,
+            initiator_id,
+            reason,
+            values,
+            BuildKind::Next,
+        )
+    }
+
+    fn queue_build(
+        &mut self,
+        workspace_id: Uuid,
+        transition: WorkspaceTransition,
+        initiator_id: Uuid,
+        reason: &str,
+        values: Vec<WorkspaceBuildParameter>,
+        kind: BuildKind,
     ) -> Result<BuildStart, ApiError> {
         let ws = self
             .workspace(workspace_id)
@@ -525,12 +779,22 @@ impl State {
             )
             .detail("A workspace build is already active."));
         }
-        let last_values = last.map(|b| b.parameters.clone()).unwrap_or_default();
+        // A claim builds the values of the create, not the prebuild's: the request is
+        // checked as a new workspace's.
+        let last_values = match kind {
+            BuildKind::Claim(_) => Vec::new(),
+            _ => last.map(|b| b.parameters.clone()).unwrap_or_default(),
+        };
         let parameters = validation::resolve_parameters(&tmpl.params, &values, &last_values)?;
-        let plan = if transition == WorkspaceTransition::Start {
-            tmpl.plan.clone()
-        } else {
-            BuildPlan::default()
+        let plan = match (transition, kind) {
+            (WorkspaceTransition::Start, BuildKind::Claim(_)) => tmpl.claim_plan.clone(),
+            (WorkspaceTransition::Start, _) => tmpl.plan.clone(),
+            _ => BuildPlan::default(),
+        };
+        let preset_id = match kind {
+            BuildKind::New(preset) => preset,
+            BuildKind::Claim(preset) => Some(preset),
+            BuildKind::Next => None,
         };
         let resource = ResourceKind::for_template(&tmpl.template.name);
         let version_id = tmpl.version_id;
@@ -568,6 +832,7 @@ impl State {
             resource: resource.clone(),
             agent_id: Uuid::new_v4(),
             log_source_id: Uuid::new_v4(),
+            preset_id,
         };
         let start = BuildStart {
             workspace_id,
@@ -749,6 +1014,54 @@ impl State {
             a.updated_at = now;
         }
     }
+}
+
+/// What a queued build is.
+#[derive(Clone, Copy)]
+enum BuildKind {
+    /// The first build of a new workspace, with the preset it was created with.
+    New(Option<Uuid>),
+    /// The start build of a claimed prebuilt workspace.
+    Claim(Uuid),
+    /// A later build (start, stop, delete).
+    Next,
+}
+
+/// The preset whose values all appear in `values` (newer coderd's
+/// `FindMatchingPresetID`), the one fixing the most parameters first. A preset fixing
+/// nothing matches nothing here (whether it matches everything upstream is unverified).
+fn matching_preset<'a>(
+    presets: &'a [Preset],
+    values: &[WorkspaceBuildParameter],
+) -> Option<&'a Preset> {
+    presets
+        .iter()
+        .filter(|p| !p.values().is_empty())
+        .filter(|p| {
+            p.values().iter().all(|fixed| {
+                values
+                    .iter()
+                    .any(|v| v.name == fixed.name && v.value == fixed.value)
+            })
+        })
+        .max_by_key(|p| p.values().len())
+}
+
+/// Whether `ws` is a prebuilt workspace of `preset_id` that a create can claim.
+fn claimable(ws: &SimWorkspace, tmpl: &SimTemplate, preset_id: Uuid) -> bool {
+    ws.owner_id == PREBUILDS_USER_ID
+        && !ws.deleted
+        && ws.template_id == tmpl.template.id
+        && ws.builds.last().is_some_and(|b| {
+            b.transition == WorkspaceTransition::Start
+                && b.job.status == ProvisionerJobStatus::Succeeded
+                && b.template_version_id == tmpl.version_id
+                && b.preset_id == Some(preset_id)
+                && b.resources
+                    .iter()
+                    .flat_map(|r| r.agents.iter())
+                    .all(|a| a.lifecycle_state == WorkspaceAgentLifecycle::Ready)
+        })
 }
 
 /// The resources a succeeded build leaves: a start build's compute resource with its

@@ -20,6 +20,7 @@ pub struct SimView {
     requests: Vec<RecordedRequest>,
     job_logs: HashMap<Uuid, usize>,
     agent_logs: HashMap<Uuid, usize>,
+    claimable: HashMap<Uuid, usize>,
 }
 
 impl SimView {
@@ -49,6 +50,12 @@ impl SimView {
             requests: st.requests(),
             job_logs,
             agent_logs: st.agent_logs.iter().map(|(id, l)| (*id, l.len())).collect(),
+            claimable: st
+                .templates
+                .iter()
+                .flat_map(|t| t.presets.iter())
+                .map(|p| (p.id, st.claimable_prebuilds(p.id)))
+                .collect(),
         }
     }
 
@@ -116,6 +123,11 @@ impl SimView {
     /// How many provisioner log lines the build has so far.
     pub fn job_log_count(&self, build_id: Uuid) -> usize {
         self.job_logs.get(&build_id).copied().unwrap_or(0)
+    }
+
+    /// How many prebuilt workspaces of the preset a create could claim now.
+    pub fn claimable_prebuilds(&self, preset_id: Uuid) -> usize {
+        self.claimable.get(&preset_id).copied().unwrap_or(0)
     }
 
     /// How many startup log lines the agent has sent so far.

@@ -198,6 +198,18 @@ impl CoderClient {
         .await
     }
 
+    /// `GET /templateversions/{id}/presets`: the version's presets (Coder sends their keys
+    /// in PascalCase and `null` for none; see [`Preset`]). A Coder older than presets
+    /// answers 404: that is no presets.
+    pub async fn presets(&self, template_version: Uuid) -> Result<Vec<Preset>, CoderError> {
+        let path = format!("/templateversions/{template_version}/presets");
+        match self.get::<Option<Vec<Preset>>>(&path).await {
+            Ok(presets) => Ok(presets.unwrap_or_default()),
+            Err(err) if err.status() == Some(404) => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// `POST /users/me/workspaces`. Never retried.
     pub async fn create_workspace(
         &self,

@@ -77,6 +77,7 @@ impl Call<'_> {
             build_number: 0,
             agent_name: None,
             url,
+            prebuilt: false,
         })
     }
 
@@ -108,6 +109,7 @@ impl Call<'_> {
             build_number: ws.latest_build.build_number,
             agent_name: agent.map(|a| a.name.clone()),
             url: self.client.dashboard_url(&ws.owner_name, &ws.name),
+            prebuilt: false,
         };
         let mut message = match (&readiness, origin) {
             (Readiness::StillWaiting(phase), _) => {

@@ -26,10 +26,13 @@ use super::lock::{Locked, TaskLock};
 use super::names::{canonical_name, generate_name, name_problem};
 use super::outcome::{Answer, CreateError};
 use super::params::{parameter_differences, validate_parameters};
+use super::presets::{PresetChoice, choose_preset, preset_difference, values_with_preset};
 use super::progress::{Phase, ProgressSink, ProgressTracker};
 use super::resolve::Records;
 use super::wait::WaitClocks;
-use crate::coder::types::{CreateWorkspaceRequest, Template, Workspace, WorkspaceBuildParameter};
+use crate::coder::types::{
+    CreateWorkspaceRequest, Preset, Template, Workspace, WorkspaceBuildParameter,
+};
 use crate::coder::{CoderClient, WatchConfig};
 use crate::store::{Binding, Replaced, Store};
 
@@ -72,6 +75,8 @@ pub struct CreateRequest {
     pub template_id: Uuid,
     pub name: Option<String>,
     pub parameters: BTreeMap<String, String>,
+    /// A preset of the template, by name or id.
+    pub preset: Option<String>,
 }
 
 /// Creates workspaces, at most one per task.
@@ -262,8 +267,12 @@ impl Task {
 /// A request checked against its template.
 pub(super) struct Checked {
     pub template: Template,
-    /// The parameter values, as Coder's `rich_parameter_values`.
+    /// The parameter values, as Coder's `rich_parameter_values` (a preset's included).
     pub values: Vec<WorkspaceBuildParameter>,
+    /// The preset the workspace is built with (or why not).
+    pub preset: PresetChoice,
+    /// The active version's presets.
+    pub presets: Vec<Preset>,
 }
 
 /// How a wait ended.
@@ -347,13 +356,25 @@ impl Call<'_> {
             }
             Err(err) => return Err(CreateError::coder("could not read the template", err)),
         };
-        let parameters = self
-            .guard(client.rich_parameters(template.active_version_id))
-            .await?
+        let version = template.active_version_id;
+        let (parameters, presets) = self
+            .guard(async { tokio::join!(client.rich_parameters(version), client.presets(version)) })
+            .await?;
+        let parameters = parameters
             .map_err(|e| CreateError::coder("could not read the template's parameters", e))?;
-        let values = validate_parameters(&request.parameters, &parameters)
+        let presets =
+            presets.map_err(|e| CreateError::coder("could not read the template's presets", e))?;
+        let preset = choose_preset(&presets, request.preset.as_deref(), &request.parameters)
             .map_err(CreateError::InvalidArguments)?;
-        Ok(Checked { template, values })
+        let given = values_with_preset(&preset, &request.parameters, &parameters);
+        let values =
+            validate_parameters(&given, &parameters).map_err(CreateError::InvalidArguments)?;
+        Ok(Checked {
+            template,
+            values,
+            preset,
+            presets,
+        })
     }
 
     /// Follows an existing workspace of the task until it is ready (starting it if it
@@ -384,6 +405,16 @@ impl Call<'_> {
             )),
             None => {}
         }
+        // Made with another preset: said first, then the values that differ.
+        let preset_difference = if note != Some(ResumeNote::OtherTemplate) {
+            self.preset_note(checked, &ws).await?
+        } else {
+            None
+        };
+        let said = notes.len();
+        if let Some(difference) = &preset_difference {
+            notes.push(difference.clone());
+        }
         if note != Some(ResumeNote::OtherTemplate) && !checked.values.is_empty() {
             let client = self.client;
             match self
@@ -404,6 +435,10 @@ impl Call<'_> {
                 }
             }
         }
+        if preset_difference.is_some() && notes.len() == said + 1 {
+            // No parameter differs: the preset note alone says what happened.
+            notes[said].push_str("; it was returned as it is");
+        }
         let (ws, readiness, restarted) = self.wait_ready(ws).await?;
         if restarted && state != Found::Stopped {
             notes.insert(
@@ -414,6 +449,41 @@ impl Call<'_> {
         }
         let result = self.result(&ws, false, readiness, Origin::Existing(state), notes);
         self.with_startup_log(result, &ws).await
+    }
+
+    /// What the answer says when the task's workspace was made with another preset than
+    /// the call's. Its preset may be one of an earlier template version's: then that
+    /// version's presets are read, so that the same preset (by name) says nothing.
+    async fn preset_note(
+        &mut self,
+        checked: &Checked,
+        ws: &Workspace,
+    ) -> Result<Option<String>, CreateError> {
+        let chosen = checked.preset.preset();
+        let build = &ws.latest_build;
+        let mut earlier = Vec::new();
+        if let (Some(chosen), Some(built_with), Some(version)) = (
+            chosen,
+            build.template_version_preset_id,
+            build.template_version_id,
+        ) && built_with != chosen.id
+            && version != checked.template.active_version_id
+            && !checked.presets.iter().any(|p| p.id == built_with)
+        {
+            let client = self.client;
+            match self.guard(client.presets(version)).await? {
+                Ok(presets) => earlier = presets,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not read the presets of the workspace's template version")
+                }
+            }
+        }
+        Ok(preset_difference(
+            chosen,
+            build.template_version_preset_id,
+            &checked.presets,
+            &earlier,
+        ))
     }
 
     /// Creates the task's workspace: the intent, the create, the id; then waits for it.
@@ -464,11 +534,15 @@ impl Call<'_> {
                 format!("creating workspace {name} from template {shown}"),
             )
             .await;
+        // With a preset, the version it belongs to is the one built (the template's
+        // active version could change in between).
+        let preset = checked.preset.preset();
         let body = CreateWorkspaceRequest {
             name: name.clone(),
-            template_id: Some(template.id),
-            template_version_id: None,
+            template_id: preset.is_none().then_some(template.id),
+            template_version_id: preset.map(|_| template.active_version_id),
             rich_parameter_values: checked.values.clone(),
+            template_version_preset_id: preset.map(|p| p.id),
         };
         // Not raced against cancellation: a create that Coder carried out must be
         // recorded, or the next call would have to find it by its name.
@@ -563,8 +637,28 @@ impl Call<'_> {
         } else {
             Origin::Existing(super::decide::found_state(&ws))
         };
+        // Coder answers a create that claimed a prebuilt workspace with that workspace,
+        // whose latest build is the start build that follows the claim: not build 1.
+        let prebuilt = created && ws.latest_build.build_number > 1;
+        if created {
+            if prebuilt {
+                self.progress
+                    .update(
+                        Phase::Provisioning,
+                        "claimed a prebuilt workspace; starting it",
+                    )
+                    .await;
+                notes.push(checked.preset.claimed_note());
+                if matches!(checked.preset, PresetChoice::DefaultDropped { .. }) {
+                    notes.extend(checked.preset.note());
+                }
+            } else {
+                notes.extend(checked.preset.note());
+            }
+        }
         let (ws, readiness, _) = self.wait_ready(ws).await?;
-        let result = self.result(&ws, created, readiness, origin, notes);
+        let mut result = self.result(&ws, created, readiness, origin, notes);
+        result.prebuilt = prebuilt;
         self.with_startup_log(result, &ws).await
     }
 }

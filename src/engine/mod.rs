@@ -9,6 +9,7 @@ mod lock;
 pub mod names;
 pub mod outcome;
 pub mod params;
+pub mod presets;
 pub mod progress;
 mod resolve;
 mod wait;

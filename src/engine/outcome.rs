@@ -28,6 +28,8 @@ pub struct Answer {
     pub build_number: i64,
     pub agent_name: Option<String>,
     pub url: String,
+    /// The create claimed one of the workspaces Coder keeps prebuilt for a preset.
+    pub prebuilt: bool,
 }
 
 /// How the call ended when it did not simply create a ready workspace.

@@ -131,6 +131,7 @@ impl Call<'_> {
                         transition: WorkspaceTransition::Start,
                         template_version_id: None,
                         rich_parameter_values: Vec::new(),
+                        template_version_preset_id: None,
                     };
                     let stopped_build = ws.latest_build.build_number;
                     match self.shielded(client.create_build(ws.id, &start)).await {

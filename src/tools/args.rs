@@ -47,6 +47,13 @@ pub struct CreateWorkspaceArgs {
     #[serde(default, deserialize_with = "string_values")]
     #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub parameters: Option<BTreeMap<String, String>>,
+    /// Optional: one of the template's presets, by name or id (read_template lists them):
+    /// a set of parameter values the template's authors tested; with prebuilt workspaces,
+    /// ready in seconds. Its values stand: a value in `parameters` that differs from one it
+    /// sets is an error; parameters it leaves open can be given. Without it, the template's
+    /// default preset is used when `parameters` agree with it.
+    #[serde(default)]
+    pub preset: Option<String>,
 }
 
 /// Parses a template id the way a model is likely to send it.

@@ -21,7 +21,8 @@ use crate::engine::{Caller, CreateError, CreateRequest, Engine, ProgressSink, Ta
 use crate::shutdown::{CallTracker, LinkedCancel};
 use args::{CreateWorkspaceArgs, ListTemplatesArgs, ReadTemplateArgs, parse_template_id};
 use results::{
-    CreateWorkspaceResult, ListTemplatesResult, ParameterInfo, ReadTemplateResult, TemplateSummary,
+    CreateWorkspaceResult, ListTemplatesResult, ParameterInfo, PresetInfo, ReadTemplateResult,
+    TemplateSummary,
 };
 use tasks::Tasks;
 
@@ -34,8 +35,8 @@ pub const PAGE_SIZE: usize = 10;
 /// What the server tells a model in `initialize`.
 pub const INSTRUCTIONS: &str = "This server creates Coder workspaces: real development environments for you to work in. \
 Use the tools in order: 1) list_templates to find a template (pass `query` to search); \
-2) read_template with its id to see the parameters the template takes; \
-3) create_workspace with the template id, a short name that describes your task (e.g. \"fix-login-bug\") and parameter values. \
+2) read_template with its id to see the parameters the template takes and its presets (tested sets of values); \
+3) create_workspace with the template id, a short name that describes your task (e.g. \"fix-login-bug\"), a preset when the template has any (the default one when unsure; presets with prebuilt workspaces are ready in seconds) and parameter values. \
 create_workspace waits for the build and the workspace agent and reports progress. \
 One workspace per task: the name is the task's handle, so calling create_workspace again with that name returns the same workspace \
 (from any session, and after restarts) instead of creating another; without a name, this conversation's workspace is returned. \
@@ -168,12 +169,28 @@ impl WorkspaceServer {
                 "page {page} does not exist: there are {total_pages} page(s) of templates"
             ));
         }
-        let page_items: Vec<TemplateSummary> = templates
+        let mut page_items: Vec<TemplateSummary> = templates
             .iter()
             .skip((page as usize - 1) * PAGE_SIZE)
             .take(PAGE_SIZE)
             .map(TemplateSummary::from)
             .collect();
+        // How many presets each has (one request per template, all at once). A count
+        // Coder cannot give is left out rather than failing the list.
+        let counts = futures::future::join_all(
+            page_items
+                .iter()
+                .map(|t| client.presets(t.active_version_id)),
+        )
+        .await;
+        for (item, count) in page_items.iter_mut().zip(counts) {
+            match count {
+                Ok(presets) => item.preset_count = Some(presets.len()),
+                Err(err) => {
+                    tracing::warn!(template = %item.name, error = %err, "could not count the template's presets")
+                }
+            }
+        }
         Ok(Json(ListTemplatesResult {
             count: page_items.len(),
             templates: page_items,
@@ -183,9 +200,13 @@ impl WorkspaceServer {
         }))
     }
 
-    /// Read one template and the parameters of its active version: type, default,
-    /// options, validation, required. Next: call create_workspace with this template's
-    /// id and values for the parameters you need (required ones without a default must be given).
+    /// Read one template, the parameters of its active version (type, default, options,
+    /// validation, required) and its presets: sets of parameter values the template's
+    /// authors tested. Prefer a preset, the default one when unsure: pass its `name` as
+    /// create_workspace's `preset`; a preset with `prebuilt_workspaces` is usually ready in
+    /// seconds instead of minutes. Next: call create_workspace with this template's id, a
+    /// preset, and values for the parameters you need (required ones without a default
+    /// must be given, unless the preset sets them).
     #[tool(
         title = "Read a Coder template",
         annotations(
@@ -215,19 +236,27 @@ impl WorkspaceServer {
                 )
             }
         })?;
-        let parameters = client
-            .rich_parameters(template.active_version_id)
-            .await
-            .map_err(|e| {
-                failure(
-                    &format!("could not read the parameters of template {id}"),
-                    "read_template",
-                    &e,
-                )
-            })?;
+        let version = template.active_version_id;
+        let (parameters, presets) =
+            tokio::join!(client.rich_parameters(version), client.presets(version));
+        let parameters = parameters.map_err(|e| {
+            failure(
+                &format!("could not read the parameters of template {id}"),
+                "read_template",
+                &e,
+            )
+        })?;
+        let presets = presets.map_err(|e| {
+            failure(
+                &format!("could not read the presets of template {id}"),
+                "read_template",
+                &e,
+            )
+        })?;
         Ok(Json(ReadTemplateResult {
             template: (&template).into(),
             parameters: parameters.iter().map(ParameterInfo::from).collect(),
+            presets: presets.iter().map(PresetInfo::from).collect(),
         }))
     }
 
@@ -237,7 +266,10 @@ impl WorkspaceServer {
     /// that name returns the same workspace from any session, and after restarts
     /// (`status: "already_exists"`), instead of creating another: it waits for one still
     /// building, starts a stopped one, and replaces one that failed. Without a name, this
-    /// conversation's workspace is returned. If it answers `status: "building"`,
+    /// conversation's workspace is returned. When the template has presets (see
+    /// read_template), pass one as `preset` (the default one is used when you pass none and
+    /// your parameters agree with it); a preset with prebuilt workspaces is ready in
+    /// seconds (`prebuilt: true`). If it answers `status: "building"`,
     /// `"starting_agent"` or `"running_startup_scripts"`, call it again with `name` set to
     /// the answer's `workspace_name` to keep waiting.
     #[tool(
@@ -260,6 +292,7 @@ impl WorkspaceServer {
             template_id: parse_template_id(&args.template_id)?,
             name: args.name,
             parameters: args.parameters.unwrap_or_default(),
+            preset: args.preset,
         };
         let sink = McpProgress {
             peer: context.peer.clone(),
@@ -397,6 +430,7 @@ impl WorkspaceServer {
                 template_id: parse_template_id(&args.template_id)?,
                 name: args.name,
                 parameters: args.parameters.unwrap_or_default(),
+                preset: args.preset,
             };
             Ok::<_, String>((scope, request))
         }

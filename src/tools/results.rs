@@ -5,7 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::coder::types::{Template, TemplateVersionParameter};
+use std::collections::BTreeMap;
+
+use crate::coder::types::{Preset, Template, TemplateVersionParameter};
 use crate::engine::progress::truncate;
 use crate::engine::{AgentStatus, Answer, CallStatus, StartupScripts};
 
@@ -48,6 +50,11 @@ pub struct TemplateSummary {
     pub active_version_id: Uuid,
     /// How many people used the template recently.
     pub active_user_count: i64,
+    /// How many presets (tested sets of parameter values) the active version has: when
+    /// there are any, call read_template to see them and pass one to create_workspace.
+    /// Absent when Coder could not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset_count: Option<usize>,
 }
 
 impl From<&Template> for TemplateSummary {
@@ -60,16 +67,60 @@ impl From<&Template> for TemplateSummary {
             organization_name: t.organization_name.clone(),
             active_version_id: t.active_version_id,
             active_user_count: t.active_user_count,
+            preset_count: None,
         }
     }
 }
 
-/// A template and the parameters of its active version.
+/// A template, the parameters of its active version and its presets.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ReadTemplateResult {
     pub template: TemplateDetail,
     /// The rich parameters create_workspace accepts in `parameters`.
     pub parameters: Vec<ParameterInfo>,
+    /// The template's presets: tested sets of parameter values. Prefer one (the default
+    /// one when unsure): pass its name as create_workspace's `preset`. Absent when the
+    /// template has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presets: Vec<PresetInfo>,
+}
+
+/// A preset: a set of parameter values the template's authors chose and tested.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PresetInfo {
+    /// The preset's id (it changes with every template version; the name does not).
+    pub id: Uuid,
+    /// Pass this (or the id) as create_workspace's `preset`.
+    pub name: String,
+    /// What the preset is for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The parameter values it fixes, by parameter name. create_workspace refuses other
+    /// values for these; parameters not listed can still be given.
+    pub parameters: BTreeMap<String, String>,
+    /// The template's default preset (Coder's dashboard pre-selects it): without
+    /// `preset`, create_workspace uses it when the given parameters agree with it.
+    pub default: bool,
+    /// Coder keeps prebuilt workspaces of this preset ready: a workspace created with it
+    /// is usually ready in seconds instead of minutes (when one is free).
+    pub prebuilt_workspaces: bool,
+}
+
+impl From<&Preset> for PresetInfo {
+    fn from(p: &Preset) -> Self {
+        Self {
+            id: p.id,
+            name: p.name.clone(),
+            description: truncate(p.description.trim(), PARAMETER_DESCRIPTION_CHARS),
+            parameters: p
+                .values()
+                .iter()
+                .map(|v| (v.name.clone(), v.value.clone()))
+                .collect(),
+            default: p.default,
+            prebuilt_workspaces: p.has_prebuilds(),
+        }
+    }
 }
 
 /// A template.
@@ -282,6 +333,10 @@ pub struct CreateWorkspaceResult {
     pub agent_name: Option<String>,
     /// The workspace's page in the Coder dashboard.
     pub url: String,
+    /// True when the workspace is one Coder kept prebuilt for the preset, claimed by this
+    /// call: it was ready in seconds rather than after a full build. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prebuilt: bool,
 }
 
 /// How the call ended when it did not simply create a ready workspace.
@@ -362,6 +417,7 @@ impl From<Answer> for CreateWorkspaceResult {
             build_number: answer.build_number,
             agent_name: answer.agent_name,
             url: answer.url,
+            prebuilt: answer.prebuilt,
         }
     }
 }

@@ -64,6 +64,9 @@ struct StoredRequest {
     template_id: Uuid,
     name: Option<String>,
     parameters: BTreeMap<String, String>,
+    /// Absent in tasks stored before presets existed.
+    #[serde(default)]
+    preset: Option<String>,
     key: Option<KeyRecord>,
 }
 
@@ -175,6 +178,7 @@ impl Tasks {
             template_id: request.template_id,
             name: request.name.clone(),
             parameters: request.parameters.clone(),
+            preset: request.preset.clone(),
             key: caller.key.as_ref().map(TaskKey::to_record),
         };
         let now = now_ms();
@@ -337,6 +341,7 @@ impl Tasks {
             template_id: stored.template_id,
             name: record.workspace_name.clone().or(stored.name),
             parameters: stored.parameters,
+            preset: stored.preset,
         };
         self.follow(record, scope.identity.clone(), caller, request);
     }

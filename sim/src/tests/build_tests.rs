@@ -256,6 +256,7 @@ async fn stop_start_and_delete_through_the_api() {
         transition: WorkspaceTransition::Start,
         template_version_id: None,
         rich_parameter_values: Vec::new(),
+        template_version_preset_id: None,
     };
     let start = serde_json::to_value(start).unwrap();
     assert_conforms("codersdk.CreateWorkspaceBuildRequest", &start);

@@ -4,6 +4,7 @@
 //! those waits with a timeout so a bug fails the test instead of hanging it.
 
 mod build_tests;
+mod preset_tests;
 mod rest_tests;
 mod stream_tests;
 
@@ -134,6 +135,7 @@ pub(super) fn create_body(template_id: Uuid, name: &str, params: &[(&str, &str)]
                 value: v.to_string(),
             })
             .collect(),
+        template_version_preset_id: None,
     };
     serde_json::to_value(req).expect("serialize")
 }

@@ -405,8 +405,8 @@ async fn bad_templates_and_parameters_are_rejected() {
     );
 
     assert!(
-        sim.workspaces().is_empty(),
-        "rejected requests create nothing"
+        sim.workspaces().iter().all(|w| w.is_prebuild),
+        "rejected requests create nothing (the demo's prebuilt workspaces aside)"
     );
     let ok = api.create(&strict, "w1", &[("project", "coder")]).await;
     assert_eq!(ok.name, "w1");
