@@ -358,7 +358,9 @@ async def tasks_session(client: Client, ext: TasksExtension, name: str) -> dict:
     gaps = [b - a for (a, _), (b, _) in zip(polls, polls[1:])]
     assert all(gap >= interval / 1000 * 0.95 for gap in gaps), (interval, gaps)
     phases = list(dict.fromkeys(t.status_message for _, t in polls if t.status == "working"))
-    assert all(phases) and len(phases) >= 2, f"statusMessage phases: {phases}"
+    # Every working poll names its phase; how many phases a 1 s poll sees depends on the
+    # machine's load, so at least one.
+    assert phases and all(phases), f"statusMessage phases: {phases}"
     print(f"tasks: {len(polls)} tasks/get, statusMessage: {' | '.join(phases)} | {polls[-1][1].status_message}", file=sys.stderr)
     assert created["created"] is True and created["workspace_name"] == name, created
     assert created["template_name"] == "docker" and created["workspace_status"] == "running", created
