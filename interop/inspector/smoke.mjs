@@ -131,7 +131,8 @@ async function taskStep(docker) {
 
     // tasks/get with Mcp-Name = the task id, no faster than pollIntervalMs, until completed.
     const polls = xs.filter((x) => x.body?.method === "tasks/get");
-    assert.ok(polls.length >= 2, `tasks/get: ${polls.length}`);
+    // At least one (a claimed prebuilt workspace can be ready before the second poll).
+    assert.ok(polls.length >= 1, `tasks/get: ${polls.length}`);
     const seen = polls.map((x) => answer(x)?.result);
     polls.forEach((x, i) => {
       assert.equal(x.headers["mcp-name"], task.taskId, "Mcp-Name of tasks/get");

@@ -352,7 +352,8 @@ async def tasks_session(client: Client, ext: TasksExtension, name: str) -> dict:
     task_id = ext.created[0].task_id
     polls = [(at, t) for at, t in ext.polls if t.task_id == task_id]
     statuses = [t.status for _, t in polls]
-    assert len(polls) >= 2 and statuses[-1] == "completed" and set(statuses[:-1]) == {"working"}, statuses
+    # At least one poll (a claimed prebuilt workspace can be ready before the second one).
+    assert polls and statuses[-1] == "completed" and set(statuses[:-1]) <= {"working"}, statuses
     # Polled no faster than asked (the poller sleeps pollIntervalMs before each tasks/get).
     interval = ext.created[0].poll_interval_ms
     gaps = [b - a for (a, _), (b, _) in zip(polls, polls[1:])]
