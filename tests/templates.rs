@@ -255,3 +255,25 @@ async fn required_regex_and_ephemeral_parameters_are_shown_and_enforced() {
     let values = &build.body.unwrap()["rich_parameter_values"];
     assert_eq!(values, &json!([{"name": "gpu_model", "value": "l4"}]));
 }
+
+/// A template version's parameters and presets never change, so they are asked of Coder
+/// once per version however many calls need them (and a new active version is asked anew).
+#[tokio::test]
+async fn a_versions_parameters_and_presets_are_asked_once() {
+    let env = Env::new().await;
+    let server = env.server(&["--max-call-wait", "0"]).await;
+    let args = json!({"template_id": env.docker.id.to_string()});
+    for _ in 0..3 {
+        structured(&server.call("read_template", args.clone()).await);
+        structured(&server.call("list_templates", json!({})).await);
+    }
+    structured(&server.call("create_workspace", env.create_args()).await);
+    let view = env.sim.view();
+    assert_eq!(view.requests_matching("GET", "/rich-parameters"), 1);
+    assert_eq!(view.requests_matching("GET", "/presets"), 1);
+    // Every call still reads the template itself (its active version may have changed).
+    assert_eq!(
+        view.requests_matching("GET", &format!("/templates/{}", env.docker.id)),
+        4
+    );
+}

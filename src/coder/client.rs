@@ -4,6 +4,7 @@
 //! 5xx; POSTs never are (the engine looks a workspace up by name instead of
 //! retrying a create blindly).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -53,6 +54,39 @@ pub struct CoderClient {
     request_timeout: Duration,
     /// Retries that would end after this are not made (the call's own time limit).
     deadline: Option<tokio::time::Instant>,
+    /// What never changes once a template version exists, shared by every user's client.
+    versions: VersionCache,
+}
+
+/// A template version's rich parameters and presets, which Coder never changes once the
+/// version is imported (its Terraform is fixed): asked once per version, not on every
+/// `read_template`, `list_templates` page and `create_workspace`. Shared by every
+/// caller's client, which is safe because a version id is only ever looked up after
+/// the caller's own token has read the template it belongs to. Only answers are kept
+/// (errors are asked again), concurrent asks for one version share one request, and an
+/// entry goes after an hour (a deleted version must not be kept forever).
+#[derive(Clone)]
+struct VersionCache {
+    parameters: moka::future::Cache<Uuid, Arc<Vec<TemplateVersionParameter>>>,
+    presets: moka::future::Cache<Uuid, Arc<Vec<Preset>>>,
+}
+
+impl VersionCache {
+    const CAPACITY: u64 = 1_000;
+    const TTL: Duration = Duration::from_secs(3600);
+
+    fn new() -> VersionCache {
+        VersionCache {
+            parameters: moka::future::Cache::builder()
+                .max_capacity(Self::CAPACITY)
+                .time_to_live(Self::TTL)
+                .build(),
+            presets: moka::future::Cache::builder()
+                .max_capacity(Self::CAPACITY)
+                .time_to_live(Self::TTL)
+                .build(),
+        }
+    }
 }
 
 impl std::fmt::Debug for CoderClient {
@@ -83,6 +117,7 @@ impl CoderClient {
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(30),
             deadline: None,
+            versions: VersionCache::new(),
         })
     }
 
@@ -192,10 +227,15 @@ impl CoderClient {
         &self,
         template_version: Uuid,
     ) -> Result<Vec<TemplateVersionParameter>, CoderError> {
-        self.get(&format!(
-            "/templateversions/{template_version}/rich-parameters"
-        ))
-        .await
+        let path = format!("/templateversions/{template_version}/rich-parameters");
+        let fetch = self.get(&path);
+        let cached = self
+            .versions
+            .parameters
+            .try_get_with(template_version, async { fetch.await.map(Arc::new) })
+            .await
+            .map_err(|err: Arc<CoderError>| (*err).clone())?;
+        Ok(cached.as_ref().clone())
     }
 
     /// `GET /templateversions/{id}/presets`: the version's presets (Coder sends their keys
@@ -203,11 +243,20 @@ impl CoderClient {
     /// answers 404: that is no presets.
     pub async fn presets(&self, template_version: Uuid) -> Result<Vec<Preset>, CoderError> {
         let path = format!("/templateversions/{template_version}/presets");
-        match self.get::<Option<Vec<Preset>>>(&path).await {
-            Ok(presets) => Ok(presets.unwrap_or_default()),
-            Err(err) if err.status() == Some(404) => Ok(Vec::new()),
-            Err(err) => Err(err),
-        }
+        let fetch = async {
+            match self.get::<Option<Vec<Preset>>>(&path).await {
+                Ok(presets) => Ok(Arc::new(presets.unwrap_or_default())),
+                Err(err) if err.status() == Some(404) => Ok(Arc::new(Vec::new())),
+                Err(err) => Err(err),
+            }
+        };
+        let cached = self
+            .versions
+            .presets
+            .try_get_with(template_version, fetch)
+            .await
+            .map_err(|err: Arc<CoderError>| (*err).clone())?;
+        Ok(cached.as_ref().clone())
     }
 
     /// `POST /users/me/workspaces`. Never retried.
