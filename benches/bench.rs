@@ -6,6 +6,10 @@
 //! in-memory store).
 //! Results go to stdout, `benches/results.json`, `benches/latency.svg`, and the
 //! marked section of `BENCHMARKS.md`. See BENCHMARKS.md for the method.
+//!
+//! `cargo bench -- --only soak [--soak-minutes N]` runs the soak instead (section 7: N
+//! minutes, default 10, of mixed calls and session churn against one `serve`); the full
+//! run leaves it out, and it prints its summary without writing any results.
 
 // Measurement code, not the product: a failed assumption ends the run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -40,8 +44,11 @@ const TOKEN: &str = "bench-token-0000000000000000";
 struct Options {
     quick: bool,
     /// `--only <section>`: run one section (detection, requests, overhead, scale,
-    /// cold-start, store) and leave the written results alone.
+    /// cold-start, store, prebuild, soak) and leave the written results alone.
     only: Option<String>,
+    /// `--soak-minutes N`: how long the soak's load lasts (default 10). The soak runs
+    /// only with `--only soak`, never as part of the full run.
+    soak_minutes: f64,
 }
 
 impl Options {
@@ -59,6 +66,14 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .position(|a| a == "--only")
             .and_then(|i| args.get(i + 1).cloned()),
+        soak_minutes: match args.iter().position(|a| a == "--soak-minutes") {
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|m| m.parse::<f64>().ok())
+                .filter(|m| *m > 0.0)
+                .context("--soak-minutes takes a positive number of minutes")?,
+            None => 10.0,
+        },
     };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let server = build_server(&root)?;
@@ -177,6 +192,10 @@ async fn main() -> anyhow::Result<()> {
     // Prints only (its figures are copied into BENCHMARKS.md's "Prebuilds" section).
     if options.runs("prebuild") {
         prebuild_section(&server, options.quick).await?;
+    }
+    // Only when asked for: it lasts `--soak-minutes` plus about 3 minutes.
+    if options.only.as_deref() == Some("soak") {
+        soak(&server, options.soak_minutes).await?;
     }
     if let Some(only) = &options.only {
         println!("\n--only {only}: results not written");
@@ -299,7 +318,9 @@ struct Serve {
     child: tokio::process::Child,
     url: String,
     /// The temporary directory of its SQLite store, removed after the server.
-    _store: Option<tempfile::TempDir>,
+    store_dir: Option<tempfile::TempDir>,
+    /// Its log lines after "listening on", counted by level and message ([`log_key`]).
+    log: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
 }
 
 /// The store a spawned server gets. Always explicit: without `--store` a server would
@@ -335,11 +356,32 @@ impl Serve {
         Serve::start_on(binary, coder, &StoreArg::TempSqlite, extra).await
     }
 
+    /// `serve` with no cap on sessions and no limit on a call's wait, plus `extra`.
     async fn start_on(
         binary: &Path,
         coder: &str,
         store: &StoreArg<'_>,
         extra: &[&str],
+    ) -> anyhow::Result<Serve> {
+        let mut args = vec![
+            "--max-call-wait",
+            "0",
+            "--max-sessions",
+            "100000",
+            "--max-sessions-per-token",
+            "100000",
+        ];
+        args.extend_from_slice(extra);
+        Serve::spawn(binary, coder, store, &args).await
+    }
+
+    /// `serve` with the server's own defaults but for `args` (and the address, the log
+    /// level and the store).
+    async fn spawn(
+        binary: &Path,
+        coder: &str,
+        store: &StoreArg<'_>,
+        args: &[&str],
     ) -> anyhow::Result<Serve> {
         let (store_arg, store_dir) = store.resolve()?;
         let mut child = tokio::process::Command::new(binary)
@@ -347,18 +389,12 @@ impl Serve {
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
-                "--max-call-wait",
-                "0",
-                "--max-sessions",
-                "100000",
-                "--max-sessions-per-token",
-                "100000",
                 "--log-level",
                 "warn,coder_workspace_mcp::http=info",
                 "--store",
                 &store_arg,
             ])
-            .args(extra)
+            .args(args)
             .env("CODER_URL", coder)
             .env_remove("CODER_SESSION_TOKEN")
             .stdin(Stdio::null())
@@ -384,17 +420,36 @@ impl Serve {
             }
             said.push(line);
         };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let log = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let counts = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                *counts.lock().unwrap().entry(log_key(&line)).or_default() += 1;
+            }
+        });
         Ok(Serve {
             child,
             url: format!("{url}/mcp"),
-            _store: store_dir,
+            store_dir,
+            log,
         })
     }
 
     fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
+}
+
+/// A server log line without its time and fields: `INFO session opened` for
+/// `2026-12-02T10:00:00.000000Z  INFO coder_workspace_mcp::http::mcp: session opened session=… user=…`.
+fn log_key(line: &str) -> String {
+    let mut words = line.split_whitespace();
+    let (Some(_time), Some(level), Some(_target)) = (words.next(), words.next(), words.next())
+    else {
+        return line.trim().to_owned();
+    };
+    let message: Vec<&str> = words.take_while(|w| !w.contains('=')).collect();
+    format!("{level} {}", message.join(" "))
 }
 
 type Client = RunningService<RoleClient, ()>;
@@ -1697,6 +1752,804 @@ async fn store_section(binary: &Path, quick: bool) -> anyhow::Result<StoreBench>
     // After the servers, so none of them sees its database vanish.
     drop(pg);
     Ok(result)
+}
+
+// ---- 7: soak (only with `--only soak`) ----------------------------------------------
+
+/// Clients at once in the soak, each with a Coder user (and token) of its own: the server's
+/// default `--max-sessions-per-token` (20) then holds a worker's open and abandoned sessions.
+const SOAK_WORKERS: usize = 8;
+/// The same mix before the "before" reading, so caches, pools and the allocator are warm.
+const SOAK_WARM_UP: Duration = Duration::from_secs(20);
+/// How long the server is left alone before each reading ("before" and "after"): past the
+/// unused-session timeout (30 s), the shortened idle timeout (45 s) and one sweep (7.5 s).
+const SOAK_QUIESCE: Duration = Duration::from_secs(75);
+/// How often the series is sampled (the peaks are taken every second).
+const SOAK_SAMPLE_EVERY: u64 = 30;
+/// The server's defaults (session limits included), except that sessions left open after
+/// use expire after 45 s instead of 30 min, so that the quiescence sees them go.
+const SOAK_SERVER_ARGS: [&str; 2] = ["--session-idle-timeout", "45s"];
+/// Fewest seconds between two requests with a wrong token, all workers together: the
+/// server allows 10 failed authentications per minute per address (`--max-auth-failures`)
+/// and every request here comes from 127.0.0.1.
+const SOAK_BAD_TOKEN_EVERY: Duration = Duration::from_secs(8);
+/// Workspace names and chat ids each worker comes back to.
+const SOAK_POOL: f64 = 12.0;
+const SOAK_PROTOCOL: &str = "2025-06-18";
+
+/// One reading of the server process.
+#[derive(Clone, Default, serde::Serialize)]
+struct ProcSample {
+    phase: String,
+    /// Seconds since the server started.
+    at_s: f64,
+    rss_kib: u64,
+    fds: usize,
+    threads: usize,
+    /// User + system time since the server started.
+    cpu_s: f64,
+    /// The SQLite store's file and its write-ahead log.
+    store_kib: u64,
+}
+
+fn proc_threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Threads:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn proc_sample(pid: u32, since: Instant, phase: &str, store: &Path) -> ProcSample {
+    let size = |suffix: &str| {
+        let mut file = store.as_os_str().to_owned();
+        file.push(suffix);
+        std::fs::metadata(file).map_or(0, |m| m.len())
+    };
+    ProcSample {
+        store_kib: (size("") + size("-wal")) / 1024,
+        phase: phase.to_owned(),
+        at_s: since.elapsed().as_secs_f64(),
+        rss_kib: proc_rss_kib(pid),
+        fds: proc_fds(pid),
+        threads: proc_threads(pid),
+        cpu_s: proc_cpu_seconds(pid),
+    }
+}
+
+impl std::fmt::Display for ProcSample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{:>5.0} s {:<17}] RSS {:>7} KiB ({:.1} MiB), {:>4} fds, {:>3} threads, CPU {:.1} s, store {} KiB",
+            self.at_s,
+            self.phase,
+            self.rss_kib,
+            self.rss_kib as f64 / 1024.0,
+            self.fds,
+            self.threads,
+            self.cpu_s,
+            self.store_kib
+        )
+    }
+}
+
+#[derive(Default, serde::Serialize)]
+struct SoakRun {
+    minutes: f64,
+    workers: usize,
+    /// What `serve` got besides `--listen`, `--log-level` and `--store` (a new SQLite file).
+    server_args: Vec<String>,
+    load_seconds: f64,
+    quiesce_seconds: f64,
+    /// Operations of the load by kind, and the failed ones by kind and first words.
+    ops: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
+    /// The same for the warm-up.
+    warm_up_ops: BTreeMap<String, u64>,
+    warm_up_errors: BTreeMap<String, u64>,
+    /// The first errors in full.
+    error_examples: Vec<String>,
+    /// After the warm-up and a quiescence.
+    before: ProcSample,
+    /// Highest readings (every second) from the start of the load to the "after" reading.
+    peak_rss_kib: u64,
+    peak_fds: usize,
+    peak_threads: usize,
+    /// As the load stopped.
+    end_of_load: ProcSample,
+    /// After the load and the same quiescence.
+    after: ProcSample,
+    /// Every 30 s of the whole run.
+    series: Vec<ProcSample>,
+    /// The server's log lines (`warn`, and `info` of its HTTP layer) over the whole run,
+    /// by level and message.
+    server_log: BTreeMap<String, u64>,
+    /// Sessions the log shows opened and not closed, expired or ended by the "after" reading.
+    sessions_left: i64,
+    /// Workspaces Coder holds at the end.
+    workspaces: usize,
+}
+
+#[derive(Default)]
+struct Tally {
+    ops: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
+    examples: Vec<String>,
+}
+
+/// What the soak's workers share.
+struct SoakCtx {
+    /// `http://127.0.0.1:PORT/mcp`, and `127.0.0.1:PORT` for raw TCP.
+    url: String,
+    addr: String,
+    template: String,
+    /// For the raw requests; keeps no idle connection, like rmcp's own client.
+    http: reqwest::Client,
+    tally: std::sync::Mutex<Tally>,
+    /// When the next wrong token may be sent (see [`SOAK_BAD_TOKEN_EVERY`]).
+    next_bad_token: std::sync::Mutex<Instant>,
+    bad_tokens: std::sync::atomic::AtomicU64,
+}
+
+impl SoakCtx {
+    fn op(&self, op: &str) {
+        *self
+            .tally
+            .lock()
+            .unwrap()
+            .ops
+            .entry(op.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Counts `op`, and, if it failed, its error by kind (the op and the error's first
+    /// words, digits masked).
+    fn check<T>(&self, op: &str, result: anyhow::Result<T>) -> Option<T> {
+        self.op(op);
+        match result {
+            Ok(value) => Some(value),
+            Err(err) => {
+                let class: String = err
+                    .to_string()
+                    .chars()
+                    .take(80)
+                    .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                    .collect();
+                let mut tally = self.tally.lock().unwrap();
+                *tally.errors.entry(format!("{op}: {class}")).or_default() += 1;
+                if tally.examples.len() < 20 {
+                    let full: String = format!("{err:#}").chars().take(400).collect();
+                    tally.examples.push(format!("{op}: {full}"));
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether a wrong token may be sent now (and if so, the next one not before
+    /// [`SOAK_BAD_TOKEN_EVERY`]).
+    fn may_send_bad_token(&self) -> bool {
+        let mut next = self.next_bad_token.lock().unwrap();
+        let now = Instant::now();
+        if now < *next {
+            return false;
+        }
+        *next = now + SOAK_BAD_TOKEN_EVERY;
+        true
+    }
+
+    fn post(
+        &self,
+        token: Option<&str>,
+        session: Option<&str>,
+        body: String,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(id) = session {
+            request = request
+                .header("mcp-session-id", id)
+                .header("mcp-protocol-version", SOAK_PROTOCOL);
+        }
+        request
+    }
+}
+
+/// Sends `request` and reads its whole answer, which must have `status`.
+async fn expect_status(
+    request: reqwest::RequestBuilder,
+    status: u16,
+) -> anyhow::Result<(reqwest::header::HeaderMap, bytes::Bytes)> {
+    let response = request.send().await?;
+    let got = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await?;
+    if got != status {
+        let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+        return Err(anyhow::anyhow!("{text}").context(format!("HTTP {got}, expected {status}")));
+    }
+    Ok((headers, body))
+}
+
+fn soak_initialize() -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": SOAK_PROTOCOL, "capabilities": {},
+        "clientInfo": {"name": "soak", "version": "0"}}})
+    .to_string()
+}
+
+/// One worker's own state, kept from the warm-up to the load.
+struct SoakWorker {
+    index: usize,
+    token: String,
+    rng: Rng,
+    unique: u64,
+    /// The workspace each reused name and chat id stands for, from its first create.
+    names: std::collections::HashMap<String, String>,
+    chats: std::collections::HashMap<String, String>,
+    /// Idle TCP connections still held.
+    holders: Vec<tokio::task::JoinHandle<()>>,
+}
+
+const REUSED_NAME: &str = "reused name";
+const CHAT_ID: &str = "chat id";
+
+/// Runs every worker's mix for `duration`, and waits for what they still hold.
+async fn soak_phase(
+    ctx: &Arc<SoakCtx>,
+    workers: Vec<SoakWorker>,
+    duration: Duration,
+) -> Vec<SoakWorker> {
+    let until = Instant::now() + duration;
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|worker| tokio::spawn(soak_worker(ctx.clone(), worker, until)))
+        .collect();
+    let mut workers = Vec::new();
+    for task in tasks {
+        workers.push(task.await.expect("a soak worker panicked"));
+    }
+    workers
+}
+
+/// The mix, one operation at a time with a pause of 0.2–1.2 s between them, until `until`.
+async fn soak_worker(ctx: Arc<SoakCtx>, mut me: SoakWorker, until: Instant) -> SoakWorker {
+    while Instant::now() < until {
+        let r = me.rng.next();
+        if r < 0.62 {
+            soak_session(&ctx, &mut me).await;
+        } else if r < 0.68 {
+            soak_abandon(&ctx, &mut me, 0).await;
+        } else if r < 0.71 {
+            soak_abandon(&ctx, &mut me, 1).await;
+        } else if r < 0.73 {
+            soak_abandon(&ctx, &mut me, 2).await;
+        } else if r < 0.83 {
+            let sent = ctx.post(
+                Some(&me.token),
+                None,
+                "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\"".into(),
+            );
+            ctx.check("malformed: not JSON → 400", expect_status(sent, 400).await);
+        } else if r < 0.88 {
+            let sent = ctx.post(Some(&me.token), None, json!({"hello": "world"}).to_string());
+            ctx.check(
+                "malformed: JSON, not JSON-RPC → 400",
+                expect_status(sent, 400).await,
+            );
+        } else if r < 0.94 && ctx.may_send_bad_token() {
+            let n = ctx
+                .bad_tokens
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let token = format!("soak-wrong-{n:08}-{:016x}", me.rng.0);
+            let sent = ctx.post(Some(&token), None, soak_initialize());
+            ctx.check("wrong token → 401", expect_status(sent, 401).await);
+        } else if r < 0.94 {
+            let sent = ctx.post(None, None, soak_initialize());
+            ctx.check("no token → 401", expect_status(sent, 401).await);
+        } else {
+            soak_idle_connection(&ctx, &mut me);
+        }
+        let pause = Duration::from_millis(200 + (me.rng.next() * 1000.0) as u64);
+        tokio::time::sleep(pause).await;
+    }
+    for holder in me.holders.drain(..) {
+        let _ = holder.await;
+    }
+    me
+}
+
+/// An rmcp client session of the worker's token, with a chat id if given.
+async fn soak_client(url: &str, token: &str, chat: Option<&str>) -> anyhow::Result<Client> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
+    if let Some(chat) = chat {
+        config = config.custom_headers(
+            [(
+                http::HeaderName::from_static("x-coder-chat-id"),
+                http::HeaderValue::from_str(chat)?,
+            )]
+            .into(),
+        );
+    }
+    Ok(
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await?,
+    )
+}
+
+/// A whole session: open, `list_templates`, `read_template`, `create_workspace` (a
+/// generated name, a new name, a name used before, or a chat id used before), close.
+async fn soak_session(ctx: &SoakCtx, me: &mut SoakWorker) {
+    let r = me.rng.next();
+    let pick = (me.rng.next() * SOAK_POOL) as usize;
+    let (variant, name, chat) = if r < 0.25 {
+        ("generated name", None, None)
+    } else if r < 0.45 {
+        me.unique += 1;
+        let name = format!("soak{}-u{}", me.index, me.unique);
+        ("new name", Some(name), None)
+    } else if r < 0.75 {
+        (REUSED_NAME, Some(format!("soak{}-n{pick}", me.index)), None)
+    } else {
+        (
+            CHAT_ID,
+            None,
+            Some(format!("soak-chat-{}-{pick}", me.index)),
+        )
+    };
+    let session = async {
+        let opened = soak_client(&ctx.url, &me.token, chat.as_deref()).await;
+        let Some(client) = ctx.check("session: open (initialize)", opened) else {
+            return;
+        };
+        soak_calls(ctx, me, &client, variant, name.as_deref(), chat.as_deref()).await;
+        let closed = client
+            .cancel()
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::from);
+        ctx.check("session: close (DELETE)", closed);
+    };
+    // A hung call would hold the worker (and the soak's end) for ever.
+    if tokio::time::timeout(Duration::from_secs(120), session)
+        .await
+        .is_err()
+    {
+        ctx.check::<()>("session", Err(anyhow::anyhow!("not done within 120 s")));
+    }
+}
+
+async fn soak_calls(
+    ctx: &SoakCtx,
+    me: &mut SoakWorker,
+    client: &Client,
+    variant: &str,
+    name: Option<&str>,
+    chat: Option<&str>,
+) {
+    let listed = call(client, "list_templates", json!({}))
+        .await
+        .and_then(|out| match out["templates"].as_array() {
+            Some(t) if !t.is_empty() => Ok(()),
+            _ => bail!("no templates listed: {out}"),
+        });
+    if ctx.check("list_templates", listed).is_none() {
+        return;
+    }
+    let read = call(
+        client,
+        "read_template",
+        json!({ "template_id": ctx.template }),
+    )
+    .await
+    .and_then(|out| {
+        if out["template"]["id"] == ctx.template.as_str() {
+            Ok(())
+        } else {
+            bail!("another template: {out}")
+        }
+    });
+    if ctx.check("read_template", read).is_none() {
+        return;
+    }
+    let mut args = json!({ "template_id": ctx.template });
+    if let Some(name) = name {
+        args["name"] = json!(name);
+    }
+    let created = call(client, "create_workspace", args)
+        .await
+        .and_then(|out| soak_check_create(me, variant, name, chat, &out));
+    ctx.check(&format!("create_workspace ({variant})"), created);
+}
+
+/// What each kind of create must answer: a new workspace, under the name asked for; for a
+/// name or chat id used before, the workspace of its first create, not created again.
+fn soak_check_create(
+    me: &mut SoakWorker,
+    variant: &str,
+    name: Option<&str>,
+    chat: Option<&str>,
+    out: &Value,
+) -> anyhow::Result<()> {
+    let id = out["workspace_id"]
+        .as_str()
+        .with_context(|| format!("no workspace_id: {out}"))?
+        .to_owned();
+    let created = out["created"] == true;
+    if let Some(status) = out["status"].as_str()
+        && status != "already_exists"
+    {
+        bail!("status {status}: {out}");
+    }
+    if let Some(name) = name
+        && out["workspace_name"] != name
+    {
+        bail!("named {} rather than {name}", out["workspace_name"]);
+    }
+    let seen = match (variant, name, chat) {
+        (REUSED_NAME, Some(name), _) => Some((&mut me.names, name)),
+        (CHAT_ID, _, Some(chat)) => Some((&mut me.chats, chat)),
+        _ => None,
+    };
+    match seen {
+        None if !created => bail!("not created: {out}"),
+        None => {}
+        Some((seen, key)) => match seen.get(key) {
+            Some(first) if *first != id => {
+                bail!("{key} answered another workspace ({id}; first {first})")
+            }
+            Some(_) if created => bail!("{key} created a second workspace"),
+            Some(_) => {}
+            None => {
+                seen.insert(key.to_owned(), id);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// A session opened and left: after `initialize` only (`level` 0: the unused-session
+/// timeout ends it); after `notifications/initialized` and a `tools/list` (1); and after
+/// that with its GET event stream opened, held 0.5–3 s and dropped (2) (both ended by the
+/// idle timeout).
+async fn soak_abandon(ctx: &SoakCtx, me: &mut SoakWorker, level: u8) {
+    let op = match level {
+        0 => "abandoned session: initialize only",
+        1 => "abandoned session: after initialized and tools/list",
+        _ => "abandoned session: its GET stream opened and dropped",
+    };
+    let hold = Duration::from_millis(500 + (me.rng.next() * 2500.0) as u64);
+    let token = me.token.as_str();
+    let abandoned = async {
+        let (headers, _) =
+            expect_status(ctx.post(Some(token), None, soak_initialize()), 200).await?;
+        let id = headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .context("no mcp-session-id")?
+            .to_owned();
+        if level == 0 {
+            return Ok(());
+        }
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        expect_status(
+            ctx.post(Some(token), Some(&id), initialized.to_string()),
+            202,
+        )
+        .await?;
+        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+        let (_, body) =
+            expect_status(ctx.post(Some(token), Some(&id), list.to_string()), 200).await?;
+        if !String::from_utf8_lossy(&body).contains("create_workspace") {
+            bail!("tools/list without create_workspace");
+        }
+        if level == 2 {
+            let response = ctx
+                .http
+                .get(&ctx.url)
+                .bearer_auth(token)
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", &id)
+                .header("mcp-protocol-version", SOAK_PROTOCOL)
+                .send()
+                .await?;
+            if response.status() != 200 {
+                bail!("GET stream: HTTP {}", response.status());
+            }
+            let mut stream = response.bytes_stream();
+            let _ = tokio::time::timeout(hold, async {
+                while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                    chunk?;
+                }
+                anyhow::Ok(())
+            })
+            .await;
+        }
+        anyhow::Ok(())
+    };
+    ctx.check(op, abandoned.await);
+}
+
+/// A TCP connection to the server that sends nothing, dropped after 0–15 s unless the
+/// server closes it first (`--header-read-timeout`, 10 s).
+fn soak_idle_connection(ctx: &Arc<SoakCtx>, me: &mut SoakWorker) {
+    me.holders.retain(|h| !h.is_finished());
+    let hold = Duration::from_millis((me.rng.next() * 15_000.0) as u64);
+    let ctx = ctx.clone();
+    me.holders.push(tokio::spawn(async move {
+        let connected = tokio::net::TcpStream::connect(&ctx.addr).await;
+        let Some(mut stream) = ctx.check("idle TCP connection", connected.map_err(Into::into))
+        else {
+            return;
+        };
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(hold, tokio::io::AsyncReadExt::read(&mut stream, &mut buf)).await
+        {
+            Err(_) => {}
+            Ok(Ok(0)) => ctx.op("idle TCP connection: closed by the server first"),
+            Ok(Ok(_)) => ctx.op("idle TCP connection: answered by the server first"),
+            Ok(Err(err)) => {
+                ctx.check::<()>("idle TCP connection: read", Err(err.into()));
+            }
+        }
+    }));
+}
+
+/// The server's readings: the series every [`SOAK_SAMPLE_EVERY`] s, and the peaks (every
+/// second) once `peaks` is set.
+#[derive(Default)]
+struct SoakReadings {
+    phase: String,
+    peaks: bool,
+    series: Vec<ProcSample>,
+    peak_rss_kib: u64,
+    peak_fds: usize,
+    peak_threads: usize,
+}
+
+/// The soak: `serve` on its defaults (see [`SOAK_SERVER_ARGS`]) and a new SQLite store,
+/// against the simulated Coder with instant builds; [`SOAK_WORKERS`] workers run the mix
+/// for [`SOAK_WARM_UP`], the server is left alone for [`SOAK_QUIESCE`] ("before"), the
+/// workers run it for `minutes`, and the server is left alone as long again ("after").
+async fn soak(binary: &Path, minutes: f64) -> anyhow::Result<SoakRun> {
+    let (sim, template) = instant_sim().await?;
+    let tokens: Vec<String> = (0..SOAK_WORKERS)
+        .map(|w| {
+            let token = format!("soak-token-{w}-0000000000000000");
+            sim.add_user(&format!("soak{w}"), &token);
+            token
+        })
+        .collect();
+    let serve = Serve::spawn(binary, &sim.url(), &StoreArg::TempSqlite, &SOAK_SERVER_ARGS).await?;
+    let (pid, started) = (serve.pid(), Instant::now());
+    let store = serve
+        .store_dir
+        .as_ref()
+        .context("a SQLite store")?
+        .path()
+        .join("store.db");
+    let addr = serve
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let ctx = Arc::new(SoakCtx {
+        url: serve.url.clone(),
+        addr,
+        template,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(60))
+            .build()?,
+        tally: Default::default(),
+        next_bad_token: std::sync::Mutex::new(Instant::now()),
+        bad_tokens: Default::default(),
+    });
+    let mut workers: Vec<SoakWorker> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(index, token)| SoakWorker {
+            index,
+            token,
+            rng: Rng(0x2545F4914F6CDD1D ^ ((index as u64 + 1) * 0x9E3779B97F4A7C15)),
+            unique: 0,
+            names: Default::default(),
+            chats: Default::default(),
+            holders: Vec::new(),
+        })
+        .collect();
+    let load = Duration::from_secs_f64(minutes * 60.0);
+    println!(
+        "soak: serve {} on {} (SQLite store); {SOAK_WORKERS} workers; warm-up {} s, quiescence {} s, load {:.1} min, quiescence {} s",
+        SOAK_SERVER_ARGS.join(" "),
+        serve.url,
+        SOAK_WARM_UP.as_secs(),
+        SOAK_QUIESCE.as_secs(),
+        minutes,
+        SOAK_QUIESCE.as_secs()
+    );
+
+    let readings = Arc::new(std::sync::Mutex::new(SoakReadings {
+        phase: "warm-up".into(),
+        ..Default::default()
+    }));
+    let sampler = {
+        let (readings, store) = (readings.clone(), store.clone());
+        tokio::spawn(async move {
+            for tick in 1u64.. {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let phase = readings.lock().unwrap().phase.clone();
+                let sample = proc_sample(pid, started, &phase, &store);
+                if sample.rss_kib == 0 {
+                    break;
+                }
+                let mut r = readings.lock().unwrap();
+                if r.peaks {
+                    r.peak_rss_kib = r.peak_rss_kib.max(sample.rss_kib);
+                    r.peak_fds = r.peak_fds.max(sample.fds);
+                    r.peak_threads = r.peak_threads.max(sample.threads);
+                }
+                if tick % SOAK_SAMPLE_EVERY == 0 {
+                    println!("soak: {sample}");
+                    r.series.push(sample);
+                }
+            }
+        })
+    };
+    let phase = |name: &str| readings.lock().unwrap().phase = name.to_owned();
+    let reading = |name: &str| {
+        let sample = proc_sample(pid, started, name, &store);
+        println!("soak: {sample}");
+        readings.lock().unwrap().series.push(sample.clone());
+        sample
+    };
+
+    workers = soak_phase(&ctx, workers, SOAK_WARM_UP).await;
+    reading("end of warm-up");
+    phase("quiescence before");
+    tokio::time::sleep(SOAK_QUIESCE).await;
+    let before = reading("before");
+    let warm_up = std::mem::take(&mut *ctx.tally.lock().unwrap());
+
+    phase("load");
+    readings.lock().unwrap().peaks = true;
+    let load_started = Instant::now();
+    let _workers = soak_phase(&ctx, workers, load).await;
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    let end_of_load = reading("end of load");
+    phase("quiescence after");
+    tokio::time::sleep(SOAK_QUIESCE).await;
+    let after = reading("after");
+    sampler.abort();
+
+    let tally = std::mem::take(&mut *ctx.tally.lock().unwrap());
+    let (peak_rss_kib, peak_fds, peak_threads, series) = {
+        let mut r = readings.lock().unwrap();
+        (
+            r.peak_rss_kib.max(end_of_load.rss_kib),
+            r.peak_fds.max(end_of_load.fds),
+            r.peak_threads.max(end_of_load.threads),
+            std::mem::take(&mut r.series),
+        )
+    };
+    let server_log = serve.log.lock().unwrap().clone();
+    let logged = |message: &str| server_log.get(message).copied().unwrap_or(0) as i64;
+    let sessions_left = logged("INFO session opened")
+        - logged("INFO session closed by the client")
+        - logged("INFO unused session expired")
+        - logged("INFO session ended");
+    let mut examples = warm_up.examples;
+    examples.extend(tally.examples);
+    let run = SoakRun {
+        minutes,
+        workers: SOAK_WORKERS,
+        server_args: SOAK_SERVER_ARGS.iter().map(|a| a.to_string()).collect(),
+        load_seconds,
+        quiesce_seconds: SOAK_QUIESCE.as_secs_f64(),
+        ops: tally.ops,
+        errors: tally.errors,
+        warm_up_ops: warm_up.ops,
+        warm_up_errors: warm_up.errors,
+        error_examples: examples,
+        before,
+        peak_rss_kib,
+        peak_fds,
+        peak_threads,
+        end_of_load,
+        after,
+        series,
+        server_log,
+        sessions_left,
+        workspaces: sim.workspaces().len(),
+    };
+    drop(serve);
+    sim.shutdown().await;
+    run.print();
+    Ok(run)
+}
+
+impl SoakRun {
+    fn print(&self) {
+        let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+        println!(
+            "\nsoak summary: {:.1} min of load ({:.0} s), {} workers; serve {}",
+            self.minutes,
+            self.load_seconds,
+            self.workers,
+            self.server_args.join(" ")
+        );
+        println!(
+            "operations during the load: {} ({:.1}/s); errors: {}",
+            total(&self.ops),
+            total(&self.ops) as f64 / self.load_seconds.max(1.0),
+            total(&self.errors)
+        );
+        for (op, n) in &self.ops {
+            println!("  {n:>7}  {op}");
+        }
+        for (kind, n) in &self.errors {
+            println!("  error {n:>5}  {kind}");
+        }
+        println!(
+            "warm-up: {} operations, {} errors",
+            total(&self.warm_up_ops),
+            total(&self.warm_up_errors)
+        );
+        for (kind, n) in &self.warm_up_errors {
+            println!("  error {n:>5}  {kind}");
+        }
+        for example in &self.error_examples {
+            println!("  e.g. {example}");
+        }
+        println!("server log over the whole run:");
+        for (line, n) in &self.server_log {
+            println!("  {n:>7}  {line}");
+        }
+        println!(
+            "sessions opened and not closed, expired or ended (by the log): {}",
+            self.sessions_left
+        );
+        println!("workspaces in Coder: {}", self.workspaces);
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!(
+            "RSS: before {:.1} MiB, peak {:.1} MiB, end of load {:.1} MiB, after {:.1} MiB ({:+} KiB)",
+            mib(self.before.rss_kib),
+            mib(self.peak_rss_kib),
+            mib(self.end_of_load.rss_kib),
+            mib(self.after.rss_kib),
+            self.after.rss_kib as i64 - self.before.rss_kib as i64
+        );
+        println!(
+            "fds: before {}, peak {}, end of load {}, after {}; threads: before {}, peak {}, after {}",
+            self.before.fds,
+            self.peak_fds,
+            self.end_of_load.fds,
+            self.after.fds,
+            self.before.threads,
+            self.peak_threads,
+            self.after.threads
+        );
+        println!(
+            "CPU: {:.1} s during the load, {:.2} s during the quiescence after it; SQLite store (with its WAL): before {} KiB, after {} KiB",
+            self.end_of_load.cpu_s - self.before.cpu_s,
+            self.after.cpu_s - self.end_of_load.cpu_s,
+            self.before.store_kib,
+            self.after.store_kib
+        );
+    }
 }
 
 // ---- report ------------------------------------------------------------------------
