@@ -17,6 +17,12 @@
 //! Users only see their own workspaces (everyone is a plain member; there is no
 //! owner/admin role). Templates are visible to everyone.
 //!
+//! It is also Coder's OAuth2 provider (metadata at `/.well-known/…`, `/oauth2/authorize`,
+//! `/oauth2/tokens`, `/oauth2/revoke`, `/oauth2/register`): apps come from
+//! [`SimCoder::register_oauth_app`] or the API, consent is automatic for the user of
+//! [`SimCoder::set_oauth_signed_in_user`], and the access tokens are API keys of that
+//! user, refused with 403 when their audience (`resource`) is not the deployment URL.
+//!
 //! The watch streams never coalesce updates: every distinct rendering of a workspace
 //! is recorded, and each stream sends all of them in order. `coderd` may coalesce,
 //! but a test that asserts "saw `starting`, then `running`" must not depend on
