@@ -434,6 +434,153 @@ pub struct ServerSentEvent {
     pub data: serde_json::Value,
 }
 
+// ----- OAuth2 provider (Coder as an OAuth2 authorization server) -----
+//
+// The metadata documents and the `/oauth2/*` endpoints are served at the server root,
+// not under `/api/v2` (the spec lists them in `x-paths-outside-basePath`). Enum-valued
+// fields (grant types, response types, auth methods) are plain strings: their values
+// (`S256`, `client_secret_basic`) are not one casing.
+
+/// `codersdk.OAuth2AuthorizationServerMetadata` (RFC 8414), at
+/// `/.well-known/oauth-authorization-server`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OAuth2AuthorizationServerMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    /// Only while dynamic client registration is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub revocation_endpoint: String,
+    pub response_types_supported: Vec<String>,
+    pub grant_types_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+}
+
+/// `codersdk.OAuth2ProtectedResourceMetadata` (RFC 9728), at
+/// `/.well-known/oauth-protected-resource`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OAuth2ProtectedResourceMetadata {
+    pub resource: String,
+    pub authorization_servers: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub bearer_methods_supported: Vec<String>,
+}
+
+/// `codersdk.OAuth2AppEndpoints`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OAuth2AppEndpoints {
+    pub authorization: String,
+    pub token: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token_revoke: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub device_authorization: String,
+}
+
+/// `codersdk.OAuth2ProviderApp`. Its `id` is the OAuth2 `client_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OAuth2ProviderApp {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub callback_url: String,
+    #[serde(default)]
+    pub icon: String,
+    #[serde(default)]
+    pub endpoints: OAuth2AppEndpoints,
+}
+
+/// `codersdk.PostOAuth2ProviderAppRequest` (`POST /oauth2-provider/apps`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostOAuth2ProviderAppRequest {
+    pub name: String,
+    pub callback_url: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub icon: String,
+}
+
+/// `codersdk.OAuth2ProviderAppSecretFull`: a new client secret, shown once
+/// (`POST /oauth2-provider/apps/{app}/secrets`, 201).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OAuth2ProviderAppSecretFull {
+    pub id: Uuid,
+    pub client_secret_full: String,
+}
+
+/// `codersdk.OAuth2ClientRegistrationRequest` (RFC 7591, `POST /oauth2/register`),
+/// the fields we send or read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OAuth2ClientRegistrationRequest {
+    pub redirect_uris: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub client_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub client_uri: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub logo_uri: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grant_types: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_types: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token_endpoint_auth_method: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+/// `codersdk.OAuth2ClientRegistrationResponse` (RFC 7591, 201), the fields we read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OAuth2ClientRegistrationResponse {
+    pub client_id: String,
+    /// Absent for a public client (`token_endpoint_auth_method` `none`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    pub client_id_issued_at: i64,
+    pub client_secret_expires_at: i64,
+    pub client_name: String,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    pub registration_access_token: String,
+    pub registration_client_uri: String,
+}
+
+/// `oauth2.Token` (golang.org/x/oauth2): the body of a successful `POST /oauth2/tokens`.
+/// The access token is an ordinary Coder API key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OAuth2Token {
+    pub access_token: String,
+    #[serde(default)]
+    pub token_type: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub refresh_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+}
+
+/// An OAuth2 error body (RFC 6749 §5.2), as `httpapi.WriteOAuth2Error` sends it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OAuth2Error {
+    pub error: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error_description: String,
+}
+
 /// Coder's string enums: snake_case on the wire (serde) and in messages (strum), with an
 /// `Unknown` catch-all so that a value a newer Coder adds still parses.
 macro_rules! string_enum {

@@ -17,6 +17,12 @@
 //! Users only see their own workspaces (everyone is a plain member; there is no
 //! owner/admin role). Templates are visible to everyone.
 //!
+//! It is also Coder's OAuth2 provider (metadata at `/.well-known/…`, `/oauth2/authorize`,
+//! `/oauth2/tokens`, `/oauth2/revoke`, `/oauth2/register`): apps come from
+//! [`SimCoder::register_oauth_app`] or the API, consent is automatic for the user of
+//! [`SimCoder::set_oauth_signed_in_user`], and the access tokens are API keys of that
+//! user, refused with 403 when their audience (`resource`) is not the deployment URL.
+//!
 //! The watch streams never coalesce updates: every distinct rendering of a workspace
 //! is recorded, and each stream sends all of them in order. `coderd` may coalesce,
 //! but a test that asserts "saw `starting`, then `running`" must not depend on
@@ -24,6 +30,7 @@
 
 mod faults;
 mod lifecycle;
+mod oauth;
 mod render;
 mod routes;
 mod seed;
@@ -433,6 +440,78 @@ impl SimCoder {
             st.watch_ws_supported = websocket;
             st.watch_sse_supported = sse;
         });
+    }
+
+    // ----- the OAuth2 provider (`oauth` module docs; NOTES §6) -----
+
+    /// Registers an OAuth2 app of Coder's provider (as `POST /oauth2-provider/apps`
+    /// then `POST /apps/{id}/secrets` would) whose only redirect URI is `redirect_uri`.
+    /// Returns its `(client_id, client_secret)`: the app's UUID and a
+    /// `coder_<prefix>_<secret>` secret.
+    pub fn register_oauth_app(&self, name: &str, redirect_uri: &str) -> (String, String) {
+        self.inner.update_quiet(|st| {
+            let app = st.oauth.register_app(name, redirect_uri, "");
+            (app.id.to_string(), app.secrets[0].1.clone())
+        })
+    }
+
+    /// The user whose browser session `/oauth2/authorize` sees: it consents at once for
+    /// them and redirects with a code. A session token or `coder_session_token` cookie on
+    /// the request takes precedence. Logs a warning if there is no such user.
+    pub fn set_oauth_signed_in_user(&self, username: &str) {
+        self.inner.update_quiet(|st| {
+            let id = st.resolve_user(username, Uuid::nil()).map(|u| u.id);
+            if id.is_none() {
+                tracing::warn!(username, "set_oauth_signed_in_user: no such user");
+            }
+            st.oauth.signed_in = id;
+        });
+    }
+
+    /// Nobody is signed in (the default): `/oauth2/authorize` without a session token
+    /// answers 303 to `/login?message=…&redirect=<the authorize URL>`.
+    pub fn sign_out_oauth_user(&self) {
+        self.inner.update_quiet(|st| st.oauth.signed_in = None);
+    }
+
+    /// Turns RFC 7591 dynamic client registration on or off (off by default, as in
+    /// Coder): while on, `POST /oauth2/register` registers clients and the
+    /// authorization server metadata names its `registration_endpoint`.
+    pub fn set_oauth_dcr(&self, enabled: bool) {
+        self.inner.update_quiet(|st| st.oauth.dcr_enabled = enabled);
+    }
+
+    /// The lifetime of access tokens issued from now on (24 h by default, Coder's
+    /// default session lifetime; refresh tokens live 30 days).
+    pub fn set_oauth_token_lifetime(&self, lifetime: Duration) {
+        let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
+        self.inner
+            .update_quiet(|st| st.oauth.token_lifetime = lifetime);
+    }
+
+    /// Every OAuth2 access token issued so far expires now (as if its lifetime had
+    /// passed): API calls with it get 401 with the `invalid_token` challenge, and its
+    /// refresh token still works.
+    pub fn expire_oauth_tokens(&self) {
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        self.inner.update_quiet(|st| {
+            for key in &mut st.oauth.keys {
+                key.expires_at = past;
+            }
+        });
+    }
+
+    /// The OAuth2 access tokens that exist now (issued, not revoked, not replaced by a
+    /// refresh or a later exchange; expired ones included), oldest first. For tests
+    /// that check a Coder token never leaks.
+    pub fn oauth_access_tokens(&self) -> Vec<String> {
+        self.inner.read(|st| {
+            st.oauth
+                .keys
+                .iter()
+                .map(|k| k.access_token.clone())
+                .collect()
+        })
     }
 
     /// Every request received so far, in arrival order.

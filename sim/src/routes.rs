@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::faults::RecordedRequest;
 use super::lifecycle;
+use super::oauth::{self, Auth};
 use super::state::{SimWorkspace, State as SimState};
 use super::{Inner, streams};
 use coder_api::*;
@@ -161,6 +162,39 @@ pub(crate) fn router(inner: AppState) -> Router {
         )
         .route("/api/v2/workspaceagents/{id}", get(get_agent))
         .route(
+            "/api/v2/oauth2-provider/apps",
+            get(oauth::list_apps).post(oauth::create_app),
+        )
+        .route("/api/v2/oauth2-provider/apps/{app}", get(oauth::get_app))
+        .route(
+            "/api/v2/oauth2-provider/apps/{app}/secrets",
+            post(oauth::create_secret),
+        )
+        // Coder's OAuth2 provider, at the server root (NOTES §6).
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::authorization_server_metadata),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server/{*rest}",
+            get(oauth::authorization_server_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(oauth::protected_resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*rest}",
+            get(oauth::protected_resource_metadata),
+        )
+        .route(
+            "/oauth2/authorize",
+            get(oauth::authorize).post(oauth::authorize),
+        )
+        .route("/oauth2/tokens", post(oauth::tokens))
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route("/oauth2/register", post(oauth::register))
+        .route(
             "/api/v2/workspaceagents/{id}/logs",
             get(streams::agent_logs),
         )
@@ -171,10 +205,11 @@ pub(crate) fn router(inner: AppState) -> Router {
 
 const SESSION_COOKIE: &str = "coder_session_token";
 const SESSION_HEADER: &str = "Coder-Session-Token";
-const SIGNED_OUT: &str =
+pub(crate) const SIGNED_OUT: &str =
     "You are signed out or your session has expired. Please sign in again to continue.";
 
-/// `httpmw.ApiTokenFromRequest`: cookie, then query parameter, then header.
+/// `httpmw.APITokenFromRequest`: cookie, then query parameter, then header, then
+/// `Authorization: Bearer`, then the `access_token` query parameter.
 fn session_token(req: &Request) -> Option<String> {
     let cookie = req
         .headers()
@@ -185,19 +220,33 @@ fn session_token(req: &Request) -> Option<String> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, v)| *k == SESSION_COOKIE && !v.is_empty())
         .map(|(_, v)| v.to_string());
-    let query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, v)| *k == SESSION_COOKIE && !v.is_empty())
-            .map(|(_, v)| v.to_string())
-    });
+    let query_param = |name: &str| {
+        req.uri().query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, v)| *k == name && !v.is_empty())
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    let query = query_param(SESSION_COOKIE);
     let header = req
         .headers()
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_string);
-    cookie.or(query).or(header)
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
+        .map(|v| v[7..].trim().to_string())
+        .filter(|v| !v.is_empty());
+    cookie
+        .or(query)
+        .or(header)
+        .or(bearer)
+        .or_else(|| query_param("access_token"))
 }
 
 /// Records the request, applies injected faults, then authenticates (everything but
@@ -213,18 +262,16 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
         .unwrap_or_default();
     let json_body: Option<Value> = serde_json::from_slice(&bytes).ok();
 
-    let (seq, fault, caller) = inner.update_quiet(|st| {
-        let caller = token
-            .as_deref()
-            .and_then(|t| st.user_by_token(t))
-            .map(|u| (u.id, u.username.clone()));
+    let access = inner.url();
+    let (seq, fault, auth) = inner.update_quiet(|st| {
+        let auth = token.as_deref().map(|t| st.authenticate(t, &access));
         let seq = st.record_request(RecordedRequest {
             method: method.to_string(),
             path: path.clone(),
             query,
             status: 0,
             body: json_body,
-            token_user: caller.as_ref().map(|(_, name)| name.clone()),
+            token_user: auth.as_ref().and_then(Auth::username).map(str::to_string),
             at: Utc::now(),
         });
         let fault = st
@@ -241,7 +288,7 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
                 )
             });
         st.faults.retain(|f| f.times > 0);
-        (seq, fault, caller)
+        (seq, fault, auth)
     });
 
     // A held request waits here, unprocessed, like a slow Coder.
@@ -270,19 +317,30 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
     };
     let response = if let Some(fault) = early_fault {
         fault_response(fault)
-    } else if needs_auth && token.is_none() {
-        ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT)
-            .detail(format!(
+    } else if needs_auth && !matches!(auth, Some(Auth::User { .. })) {
+        let refused = match &auth {
+            None => ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT).detail(format!(
                 "Cookie {SESSION_COOKIE:?} or query parameter must be provided."
-            ))
-            .into_response()
-    } else if needs_auth && caller.is_none() {
-        ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT)
-            .detail("API key is invalid.")
-            .into_response()
+            )),
+            Some(Auth::Expired { at, .. }) => ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT)
+                .detail(format!("API key expired at {:?}.", oauth::go_time(*at))),
+            Some(Auth::WrongAudience { .. }) => {
+                ApiError::new(StatusCode::FORBIDDEN, "Token audience validation failed")
+            }
+            Some(_) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT).detail("API key is invalid.")
+            }
+        };
+        // RFC 6750 + RFC 9728, as coderd's API-key middleware.
+        let challenge = oauth::www_authenticate(&access, refused.status, &refused.body);
+        let mut response = refused.into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+        response
     } else {
         let mut req = Request::from_parts(parts, Body::from(bytes));
-        if let Some((id, _)) = caller {
+        if let Some(Auth::User { id, .. }) = auth {
             req.extensions_mut().insert(Caller { id });
         }
         let response = next.run(req).await;

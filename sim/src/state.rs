@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::faults::{Fault, RecordedRequest};
 use super::lifecycle::{BuildPlan, BuildStart, LogLine};
+use super::oauth::OAuthState;
 use super::routes::ApiError;
 use super::seed::{PresetSpec, TemplateSpec};
 use super::validation;
@@ -167,6 +168,8 @@ pub(crate) struct State {
     /// Workspaces changed since their last snapshot: only these are re-rendered, so a
     /// change costs O(1) renders, not one per workspace (1,000-session benchmarks).
     pub(crate) dirty: std::collections::HashSet<Uuid>,
+    /// Coder's OAuth2 provider: apps, codes and issued tokens.
+    pub oauth: OAuthState,
 }
 
 const DEPLOYMENT_VERSION: &str = "v2.24.1-sim";
@@ -198,6 +201,7 @@ impl State {
             next_agent_log_id: 1,
             provisioner_id: Uuid::new_v4(),
             dirty: Default::default(),
+            oauth: OAuthState::default(),
         }
     }
 

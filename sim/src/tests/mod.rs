@@ -4,6 +4,7 @@
 //! those waits with a timeout so a bug fails the test instead of hanging it.
 
 mod build_tests;
+mod oauth_tests;
 mod preset_tests;
 mod rest_tests;
 mod stream_tests;
