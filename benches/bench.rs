@@ -193,6 +193,11 @@ async fn main() -> anyhow::Result<()> {
     if options.runs("prebuild") {
         prebuild_section(&server, options.quick).await?;
     }
+    // Only when asked for (a few minutes, thousands of sockets): its figures are copied
+    // into BENCHMARKS.md's "Tasks at scale" section.
+    if options.only.as_deref() == Some("tasks") {
+        tasks_section(&server, options.quick).await?;
+    }
     // Only when asked for: it lasts `--soak-minutes` plus about 3 minutes.
     if options.only.as_deref() == Some("soak") {
         soak(&server, options.soak_minutes).await?;
@@ -2859,4 +2864,216 @@ impl Report {
         svg.push_str("</svg>\n");
         svg
     }
+}
+
+/// One stateless request of protocol 2026-07-28 (no session; the client's capabilities,
+/// the Tasks extension among them, in `_meta`); the JSON-RPC response.
+async fn stateless_rpc(
+    http: &reqwest::Client,
+    url: &str,
+    method: &str,
+    name: &str,
+    mut params: Value,
+) -> anyhow::Result<Value> {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":
+            {"extensions": {"io.modelcontextprotocol/tasks": {}}},
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"}});
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if !name.is_empty() {
+        request = request.header("mcp-name", name);
+    }
+    let text = request.body(body.to_string()).send().await?.text().await?;
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .rfind(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .unwrap_or(text);
+    Ok(serde_json::from_str(&data)?)
+}
+
+/// MCP tasks at scale (issue 13): `n` create_workspace tasks over stateless HTTP, their
+/// builds held, each polled with `tasks/get`; the server's memory per waiting task, its
+/// descriptors, and the Coder requests while they all wait (a minute's worth, which must
+/// stay flat: the builds are followed by their watch streams, not polled). Baseline in
+/// the same run: as many synchronous calls (no extension, `--max-call-wait 0`) waiting
+/// over stateless HTTP, each holding its request open, in a server of their own. Then
+/// the builds are let go and every task must complete with exactly one workspace.
+async fn tasks_section(binary: &Path, quick: bool) -> anyhow::Result<()> {
+    // Each waiting task holds two WebSockets to Coder (watch, build logs): on this
+    // machine's descriptor limit (20,000 per process, the simulator's included) 4,000
+    // tasks fit with the baseline's open requests beside them, not 10,000.
+    let n = if quick { 300 } else { 4000 };
+    let window = Duration::from_secs(if quick { 15 } else { 60 });
+    println!("\n== tasks at scale: {n} create_workspace tasks over stateless HTTP");
+
+    let run = |tasks: bool| async move {
+        let (sim, templates) = deployment(1, |_| Duration::from_secs(3600)).await?;
+        let template = templates[0].clone();
+        sim.set_build_plan(template.parse()?, BuildPlan::held());
+        // Every request comes from this one address: no per-address connection cap.
+        let serve =
+            Serve::start(binary, &sim.url(), &["--max-connections-per-address", "0"]).await?;
+        let pid = serve.pid();
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        stateless_rpc(&http, &serve.url, "tools/list", "", json!({})).await?;
+        let idle_rss = proc_rss_kib(pid);
+        sim.clear_requests();
+        let started = Instant::now();
+        // Tasks: answered at once with a task id. Synchronous calls: each stays open
+        // until its workspace is ready, so they are left running.
+        let mut waiting = Vec::new();
+        let mut task_ids = Vec::new();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
+            let calls = chunk.iter().map(|i| {
+                let (http, url, template) = (http.clone(), serve.url.clone(), template.clone());
+                let name = format!("t-{i}");
+                async move {
+                    let params = json!({"name": "create_workspace",
+                        "arguments": {"template_id": template, "name": name}});
+                    if tasks {
+                        stateless_rpc(&http, &url, "tools/call", "create_workspace", params).await
+                    } else {
+                        // Sent below, left open: here only what to send.
+                        Ok(json!({ "params": params }))
+                    }
+                }
+            });
+            for answer in futures::future::join_all(calls).await {
+                let answer = answer?;
+                if tasks {
+                    let id = answer["result"]["taskId"].as_str().unwrap_or_default();
+                    anyhow::ensure!(!id.is_empty(), "not a task: {answer}");
+                    task_ids.push(id.to_owned());
+                } else {
+                    let (http, url) = (http.clone(), serve.url.clone());
+                    waiting.push(tokio::spawn(async move {
+                        let params = answer["params"].clone();
+                        sync_call(&http, &url, params).await
+                    }));
+                }
+            }
+        }
+        sim.wait_until(|v| v.held_builds() == n).await;
+        let created_in = started.elapsed();
+        // Every task polled once: all answer `working`.
+        let mut working = 0;
+        for chunk in task_ids.chunks(64) {
+            let polls = chunk
+                .iter()
+                .map(|id| stateless_rpc(&http, &serve.url, "tasks/get", id, json!({"taskId": id})));
+            for answer in futures::future::join_all(polls).await {
+                if answer?["result"]["status"] == "working" {
+                    working += 1;
+                }
+            }
+        }
+        sim.clear_requests();
+        let before = proc_rss_kib(pid);
+        tokio::time::sleep(window).await;
+        let waiting_rss = proc_rss_kib(pid).max(before);
+        let fds = proc_fds(pid);
+        let requests_while_waiting = sim.requests().len();
+        let per_item = waiting_rss.saturating_sub(idle_rss) as f64 / n as f64;
+
+        sim.release_builds();
+        let released = Instant::now();
+        let mut done = 0;
+        let mut pending = task_ids.clone();
+        while !pending.is_empty() && released.elapsed() < Duration::from_secs(600) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut still = Vec::new();
+            for chunk in pending.chunks(64) {
+                let polls = chunk.iter().map(|id| {
+                    stateless_rpc(&http, &serve.url, "tasks/get", id, json!({"taskId": id}))
+                });
+                for (id, answer) in chunk.iter().zip(futures::future::join_all(polls).await) {
+                    match answer?["result"]["status"].as_str() {
+                        Some("completed") => done += 1,
+                        _ => still.push(id.clone()),
+                    }
+                }
+            }
+            pending = still;
+        }
+        for call in waiting {
+            if call.await?.is_ok() {
+                done += 1;
+            }
+        }
+        let workspaces = sim.workspaces().len();
+        drop(serve);
+        sim.shutdown().await;
+        Ok::<_, anyhow::Error>((
+            per_item,
+            idle_rss,
+            waiting_rss,
+            fds,
+            requests_while_waiting,
+            working,
+            done,
+            workspaces,
+            created_in,
+        ))
+    };
+
+    let (task_kib, idle, peak, fds, requests, working, done, workspaces, created_in) =
+        run(true).await?;
+    println!(
+        "tasks: {task_kib:.1} KiB per waiting task (RSS {idle} → {peak} KiB), {fds} fds, {working} of {n} working at their first poll, {requests} Coder requests in {}s of waiting, created in {:.1} s; after release {done} completed, {workspaces} workspaces",
+        window.as_secs(),
+        created_in.as_secs_f64()
+    );
+    let (sync_kib, idle, peak, fds, requests, _, done, workspaces, _) = run(false).await?;
+    println!(
+        "baseline, synchronous calls waiting over stateless HTTP: {sync_kib:.1} KiB per waiting call (RSS {idle} → {peak} KiB), {fds} fds, {requests} Coder requests in {}s of waiting; after release {done} completed, {workspaces} workspaces",
+        window.as_secs()
+    );
+    println!(
+        "ratio: {:.2}× the memory of a waiting synchronous call",
+        task_kib / sync_kib.max(0.001)
+    );
+    Ok(())
+}
+
+/// A synchronous create_workspace over stateless HTTP (no tasks): the request stays open
+/// until the answer.
+async fn sync_call(http: &reqwest::Client, url: &str, params: Value) -> anyhow::Result<Value> {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"}});
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+    let text = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "create_workspace")
+        .body(body.to_string())
+        .send()
+        .await?
+        .text()
+        .await?;
+    let ok = text.contains("\"structuredContent\"") && !text.contains("\"isError\":true");
+    anyhow::ensure!(
+        ok,
+        "the synchronous call failed: {}",
+        text.chars().take(300).collect::<String>()
+    );
+    Ok(Value::Null)
 }

@@ -51,6 +51,12 @@ pub const MAX_MESSAGE_CHARS: usize = 180;
 pub trait ProgressSink: Send + Sync {
     fn send(&self, progress: f64, total: f64, message: String) -> BoxFuture<'_, ()>;
 
+    /// A heartbeat: the same phase again, with how long it has lasted. Sent like any
+    /// progress unless the sink cares (a task does not store it: nothing changed).
+    fn heartbeat(&self, progress: f64, total: f64, message: String) -> BoxFuture<'_, ()> {
+        self.send(progress, total, message)
+    }
+
     /// The workspace the call is about, once it is known (the name a create is sent
     /// with, or the workspace found): a task records it, so that whoever follows the
     /// task after a restart asks for that workspace by name.
@@ -144,10 +150,14 @@ impl<'a> ProgressTracker<'a> {
         };
         let elapsed = self.phase_started.elapsed().as_secs();
         let text = format!("{} ({elapsed} s)", self.message);
-        self.emit(text).await;
+        self.emit_as(text, true).await;
     }
 
     async fn emit(&mut self, message: String) {
+        self.emit_as(message, false).await;
+    }
+
+    async fn emit_as(&mut self, message: String, heartbeat: bool) {
         let message = match self.outage {
             Some(since) => format!(
                 "Coder unreachable for {} s, retrying; last known: {message}",
@@ -166,9 +176,12 @@ impl<'a> ProgressTracker<'a> {
         self.steps_in_phase += 1;
         self.last_value = value;
         self.last_sent = Instant::now();
-        self.sink
-            .send(value, PROGRESS_TOTAL, truncate(&message, MAX_MESSAGE_CHARS))
-            .await;
+        let message = truncate(&message, MAX_MESSAGE_CHARS);
+        if heartbeat {
+            self.sink.heartbeat(value, PROGRESS_TOTAL, message).await;
+        } else {
+            self.sink.send(value, PROGRESS_TOTAL, message).await;
+        }
     }
 }
 

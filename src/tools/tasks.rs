@@ -22,7 +22,6 @@ use rmcp::model::{
     TaskPayload, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -53,10 +52,6 @@ impl Default for TaskOptions {
         }
     }
 }
-
-/// Status messages are written to the store at most this often (a `tasks/get` on the
-/// replica that follows the task sees every one: it answers from memory).
-const STORE_MESSAGE_EVERY: Duration = Duration::from_secs(1);
 
 /// What a task records of its call, to make it again.
 #[derive(Debug, Serialize, Deserialize)]
@@ -372,7 +367,6 @@ impl Tasks {
                 tasks: &tasks,
                 task_id: &task_id,
                 followed: &followed,
-                last_stored: Mutex::new(None),
             };
             let engine = &tasks.inner.engine;
             let outcome = engine
@@ -440,26 +434,26 @@ impl Tasks {
     }
 }
 
-/// A task's progress: its status message, in memory at once and in the store at most
-/// every [`STORE_MESSAGE_EVERY`].
+/// A task's progress: its status message, in memory at once (a `tasks/get` on the
+/// replica that follows the task answers from there) and in the store when the phase or
+/// stage changes, for the other replicas; heartbeats (the same phase, a few seconds
+/// older) only in memory, so that thousands of waiting tasks do not write every few
+/// seconds each.
 struct TaskProgress<'a> {
     tasks: &'a Tasks,
     task_id: &'a str,
     followed: &'a Followed,
-    last_stored: Mutex<Option<Instant>>,
 }
 
 impl ProgressSink for TaskProgress<'_> {
+    fn heartbeat(&self, _progress: f64, _total: f64, message: String) -> BoxFuture<'_, ()> {
+        *self.followed.message.lock() = message;
+        Box::pin(async {})
+    }
+
     fn send(&self, _progress: f64, _total: f64, message: String) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             *self.followed.message.lock() = message.clone();
-            {
-                let mut last = self.last_stored.lock();
-                if last.is_some_and(|at| at.elapsed() < STORE_MESSAGE_EVERY) {
-                    return;
-                }
-                *last = Some(Instant::now());
-            }
             let store = self.tasks.inner.engine.store();
             match store.task_progress(self.task_id, &message, now_ms()).await {
                 Ok(true) => {}
