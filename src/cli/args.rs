@@ -224,6 +224,48 @@ pub struct ServeArgs {
         help_heading = "Identity"
     )]
     pub auth_token: Option<SessionToken>,
+    /// Sign in with Coder (OAuth 2.1): this server's public URL (https://mcp.example.com),
+    /// where MCP clients reach it. Serves OAuth metadata, /register, /authorize, /token and
+    /// /revoke, and sends users to Coder to sign in as the Coder OAuth2 app given by
+    /// --coder-oauth-client-id/-secret (its callback URL: <public-url>/callback). Needs
+    /// CODER_MCP_OAUTH_KEY in the environment: 32 random bytes, base64 (`openssl rand
+    /// -base64 32`), which encrypts the users' Coder tokens in the store.
+    #[arg(
+        long,
+        env = "CODER_MCP_PUBLIC_URL",
+        value_name = "URL",
+        help_heading = "OAuth"
+    )]
+    pub public_url: Option<String>,
+    /// The client id of this server's OAuth2 app in Coder.
+    #[arg(
+        long,
+        env = "CODER_MCP_OAUTH_CLIENT_ID",
+        value_name = "ID",
+        help_heading = "OAuth"
+    )]
+    pub coder_oauth_client_id: Option<String>,
+    /// The client secret of this server's OAuth2 app in Coder. Prefer the environment
+    /// variable.
+    #[arg(
+        long,
+        env = "CODER_MCP_OAUTH_CLIENT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        value_parser = parse_secret,
+        help_heading = "OAuth"
+    )]
+    pub coder_oauth_client_secret: Option<SessionToken>,
+    /// Turn off RFC 7591 dynamic client registration (/register); clients must then be
+    /// known another way.
+    #[arg(long, help_heading = "OAuth")]
+    pub no_client_registration: bool,
+    /// How long the access tokens this server issues last. Hidden: tests shorten it.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub oauth_access_token_lifetime: Duration,
+    /// How long refresh tokens (and a sign-in not used) last.
+    #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DURATION", help_heading = "OAuth")]
+    pub oauth_refresh_token_lifetime: Duration,
     #[command(flatten)]
     pub coder: CoderArgs,
     #[command(flatten)]

@@ -157,6 +157,69 @@ async fn serve_stdio(args: &StdioArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The OAuth settings: all of them, or none (then OAuth is off).
+fn oauth_config(args: &ServeArgs) -> anyhow::Result<Option<crate::http::oauth::OAuthConfig>> {
+    let key = std::env::var("CODER_MCP_OAUTH_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let secret = args
+        .coder_oauth_client_secret
+        .clone()
+        .filter(|s| !s.is_empty());
+    let id = args
+        .coder_oauth_client_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let given = [
+        (
+            "--public-url (CODER_MCP_PUBLIC_URL)",
+            args.public_url.is_some(),
+        ),
+        (
+            "--coder-oauth-client-id (CODER_MCP_OAUTH_CLIENT_ID)",
+            id.is_some(),
+        ),
+        (
+            "--coder-oauth-client-secret (CODER_MCP_OAUTH_CLIENT_SECRET)",
+            secret.is_some(),
+        ),
+        ("CODER_MCP_OAUTH_KEY", key.is_some()),
+    ];
+    let (present, missing): (Vec<_>, Vec<_>) = given.iter().partition(|(_, set)| *set);
+    match (args.public_url.as_deref(), id, secret, key) {
+        (Some(url), Some(id), Some(secret), Some(key)) => {
+            let public_url = crate::http::oauth::parse_public_url(url)
+                .map_err(|e| anyhow::anyhow!("--public-url {e}"))?;
+            let key = crate::http::oauth::SealKey::from_base64(&key)
+                .map_err(|e| anyhow::anyhow!("CODER_MCP_OAUTH_KEY {e}"))?;
+            Ok(Some(crate::http::oauth::OAuthConfig {
+                public_url,
+                coder_client_id: id.to_owned(),
+                coder_client_secret: secret,
+                key,
+                registration: !args.no_client_registration,
+                access_token_lifetime: args.oauth_access_token_lifetime,
+                refresh_token_lifetime: args.oauth_refresh_token_lifetime,
+            }))
+        }
+        _ if present.is_empty() => Ok(None),
+        _ => anyhow::bail!(
+            "sign-in with Coder (OAuth) needs all of --public-url, --coder-oauth-client-id, --coder-oauth-client-secret and CODER_MCP_OAUTH_KEY; given {}, missing {}",
+            present
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+            missing
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 async fn serve_http(args: &ServeArgs) -> anyhow::Result<()> {
     // Every setting is checked before anything is contacted.
     // Without --shared-identity the static bearer would be ignored: a deployment that
@@ -172,6 +235,12 @@ async fn serve_http(args: &ServeArgs) -> anyhow::Result<()> {
     if args.shared_identity && bearer.is_none() {
         anyhow::bail!(
             "--shared-identity needs the static bearer clients must present: pass --auth-token <TOKEN> or set CODER_MCP_AUTH_TOKEN"
+        );
+    }
+    let oauth = oauth_config(args)?;
+    if oauth.is_some() && args.shared_identity {
+        anyhow::bail!(
+            "--public-url (sign-in with Coder) and --shared-identity do not go together: with OAuth each user acts as themselves"
         );
     }
     for (flag, value) in [
@@ -250,6 +319,7 @@ async fn serve_http(args: &ServeArgs) -> anyhow::Result<()> {
         },
         shutdown_grace: args.shutdown_grace,
         shared,
+        oauth,
     };
     crate::http::serve(options, coder, engine).await
 }

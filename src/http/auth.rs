@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::conn::Peer;
+use super::oauth::{BearerError, OAuthServer};
 use crate::coder::Identity;
 use crate::coder::client::SESSION_TOKEN_HEADER;
 use crate::coder::{CoderClient, SessionToken};
@@ -64,8 +65,9 @@ pub struct Caller {
 /// Why a request was not authenticated.
 #[derive(Debug)]
 pub enum AuthError {
-    Missing,
-    Rejected(String),
+    /// No credentials; with OAuth on, where its protected-resource metadata is.
+    Missing(Option<Arc<str>>),
+    Rejected(String, Option<Arc<str>>),
     /// Coder could not be asked, or failed to answer: not the token's fault.
     Unavailable {
         why: String,
@@ -80,12 +82,24 @@ pub enum AuthError {
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let (status, challenge, message) = match self {
-            AuthError::Missing => (
+            // The MCP authorization spec: every 401 names the resource metadata, from
+            // which a client finds where to sign in.
+            AuthError::Missing(Some(metadata)) => (
+                StatusCode::UNAUTHORIZED,
+                format!("Bearer resource_metadata=\"{metadata}\""),
+                "missing credentials: sign in with OAuth (see the resource_metadata in WWW-Authenticate), or send your Coder session token as `Authorization: Bearer <token>`".to_owned(),
+            ),
+            AuthError::Missing(None) => (
                 StatusCode::UNAUTHORIZED,
                 format!("Bearer realm=\"{REALM}\""),
                 "missing credentials: send your Coder session token as `Authorization: Bearer <token>` (or a `Coder-Session-Token` header)".to_owned(),
             ),
-            AuthError::Rejected(why) => (
+            AuthError::Rejected(why, Some(metadata)) => (
+                StatusCode::UNAUTHORIZED,
+                format!("Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\""),
+                format!("the token was rejected: {why}"),
+            ),
+            AuthError::Rejected(why, None) => (
                 StatusCode::UNAUTHORIZED,
                 format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
                 format!("the token was rejected: {why}"),
@@ -124,13 +138,17 @@ enum Verdict {
 }
 
 impl Verdict {
-    fn caller(self, credential: SessionToken) -> Result<Caller, AuthError> {
+    fn caller(
+        self,
+        credential: SessionToken,
+        metadata: Option<Arc<str>>,
+    ) -> Result<Caller, AuthError> {
         match self {
             Verdict::Accepted(identity) => Ok(Caller {
                 credential,
                 identity,
             }),
-            Verdict::Rejected(why) => Err(AuthError::Rejected(why.to_string())),
+            Verdict::Rejected(why) => Err(AuthError::Rejected(why.to_string(), metadata)),
         }
     }
 }
@@ -215,6 +233,9 @@ impl FailureLimiter {
 pub struct Authenticator {
     coder: CoderClient,
     shared: Option<SharedIdentity>,
+    /// `serve` as an OAuth authorization server (`--public-url`), and the
+    /// resource-metadata URL every 401 names then.
+    oauth: Option<(Arc<OAuthServer>, Arc<str>)>,
     cache: moka::future::Cache<SessionToken, Verdict>,
     /// Tokens Coder accepted in the last hour.
     known_good: moka::future::Cache<SessionToken, ()>,
@@ -225,10 +246,19 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(coder: CoderClient, shared: Option<SharedIdentity>, limits: AuthLimits) -> Self {
+    pub fn new(
+        coder: CoderClient,
+        shared: Option<SharedIdentity>,
+        oauth: Option<Arc<OAuthServer>>,
+        limits: AuthLimits,
+    ) -> Self {
         Self {
             coder,
             shared,
+            oauth: oauth.map(|server| {
+                let metadata = server.config().resource_metadata_url().into();
+                (server, metadata)
+            }),
             cache: moka::future::Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
                 .expire_after(VerdictTtl)
@@ -262,7 +292,14 @@ impl Authenticator {
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap, peer: Peer) -> Result<Caller, AuthError> {
-        let credential = Self::credential(headers).ok_or(AuthError::Missing)?;
+        let metadata = self.oauth.as_ref().map(|(_, m)| m.clone());
+        let credential =
+            Self::credential(headers).ok_or_else(|| AuthError::Missing(metadata.clone()))?;
+        if let Some((server, _)) = &self.oauth
+            && OAuthServer::is_ours(credential.expose())
+        {
+            return self.oauth_caller(server, &credential, peer, metadata).await;
+        }
         if let Some(shared) = &self.shared {
             self.failures.check(peer)?;
             // In constant time: how much of the bearer a guess got right must not show.
@@ -280,11 +317,12 @@ impl Authenticator {
                 self.failures.record(peer);
                 Err(AuthError::Rejected(
                     "it is not this server's --auth-token".into(),
+                    metadata,
                 ))
             };
         }
         if let Some(verdict) = self.cache.get(&credential).await {
-            return verdict.caller(credential);
+            return verdict.caller(credential, metadata);
         }
         // From here on the answer costs a Coder call. A token accepted lately is being
         // checked again, not guessed: its address's failures do not hold it up.
@@ -320,7 +358,33 @@ impl Authenticator {
             Verdict::Rejected(_) => self.failures.record(peer),
             Verdict::Accepted(_) => self.known_good.insert(credential.clone(), ()).await,
         }
-        verdict.caller(credential)
+        verdict.caller(credential, metadata)
+    }
+
+    /// A caller with one of our OAuth access tokens: its grant's Coder user. Its sessions
+    /// are bound to the grant (one sign-in), so a refreshed access token keeps them.
+    async fn oauth_caller(
+        &self,
+        server: &OAuthServer,
+        credential: &SessionToken,
+        peer: Peer,
+        metadata: Option<Arc<str>>,
+    ) -> Result<Caller, AuthError> {
+        self.failures.check(peer)?;
+        match server.authenticate(credential.expose()).await {
+            Ok((grant, identity)) => Ok(Caller {
+                credential: SessionToken::new(format!("oauth-grant:{grant}")),
+                identity,
+            }),
+            Err(BearerError::Rejected(why)) => {
+                self.failures.record(peer);
+                Err(AuthError::Rejected(why, metadata))
+            }
+            Err(BearerError::Unavailable(why)) => Err(AuthError::Unavailable {
+                why,
+                retry_after: self.outage_hold,
+            }),
+        }
     }
 
     /// Asks Coder once who the token belongs to. `Err` is Coder's failure, not the token's.

@@ -16,6 +16,7 @@ pub mod guard;
 mod health;
 mod legacy_sse;
 mod mcp;
+pub mod oauth;
 pub mod sessions;
 mod sweep;
 
@@ -62,6 +63,8 @@ pub struct HttpOptions {
     pub limits: SessionLimits,
     pub shutdown_grace: Duration,
     pub shared: Option<SharedIdentity>,
+    /// `serve` as the OAuth authorization server of its clients (`--public-url`).
+    pub oauth: Option<oauth::OAuthConfig>,
 }
 
 /// State shared by every route.
@@ -125,8 +128,15 @@ pub async fn serve(
     // then on a SIGTERM drains gracefully instead of killing the process.
     let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
+    let oauth = options.oauth.map(|config| {
+        Arc::new(oauth::OAuthServer::new(
+            config,
+            engine.store().clone(),
+            coder.clone(),
+        ))
+    });
     let app = Arc::new(App {
-        auth: Authenticator::new(coder.clone(), options.shared, options.auth),
+        auth: Authenticator::new(coder.clone(), options.shared, oauth.clone(), options.auth),
         coder,
         engine: engine.clone(),
         registry: SessionRegistry::new(options.limits),
@@ -178,11 +188,18 @@ pub async fn serve(
             Arc::new(options.guard),
             guard::guard,
         ));
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(app.clone())
         .merge(guarded);
+    // The OAuth endpoints are not behind the Host/Origin guard: they act on no ambient
+    // credential, browsers reach them by navigation, and browser-based clients call
+    // /token cross-origin; their bodies are limited on their own.
+    if let Some(server) = oauth {
+        tracing::info!(issuer = %server.config().public_url, resource = %server.config().resource(), "OAuth authorization server on (sign-in through Coder)");
+        router = router.merge(oauth::router(server));
+    }
 
     tokio::spawn(sweep_sessions(
         app.clone(),

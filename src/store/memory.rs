@@ -12,6 +12,7 @@ pub(super) struct MemoryStore {
     /// (user, key) → (binding, updated at, expires at).
     records: Mutex<HashMap<(Uuid, String), Record>>,
     pub(super) tasks: super::tasks::MemoryTasks,
+    pub(super) oauth: super::oauth::MemoryOAuth,
 }
 
 struct Record {

@@ -107,6 +107,91 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         );
     "#,
     },
+    // `serve` as an OAuth 2.1 authorization server (`--public-url`): one shape for every
+    // table, a key, the grant (one user's sign-in through Coder) a row belongs to, the
+    // row's data (JSON; sealed with the OAuth key where it holds secrets) and its expiry.
+    // Codes and tokens are keyed by their SHA-256, never stored themselves.
+    Migration {
+        version: 3,
+        sqlite: r#"
+        CREATE TABLE coder_mcp_oauth_clients (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_clients_expiry ON coder_mcp_oauth_clients (expires_at);
+        CREATE TABLE coder_mcp_oauth_pending (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_pending_expiry ON coder_mcp_oauth_pending (expires_at);
+        CREATE TABLE coder_mcp_oauth_codes (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_codes_expiry ON coder_mcp_oauth_codes (expires_at);
+        CREATE TABLE coder_mcp_oauth_tokens (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_tokens_expiry ON coder_mcp_oauth_tokens (expires_at);
+        CREATE TABLE coder_mcp_oauth_grants (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_grants_expiry ON coder_mcp_oauth_grants (expires_at);
+        CREATE INDEX coder_mcp_oauth_codes_grant ON coder_mcp_oauth_codes (grant_id);
+        CREATE INDEX coder_mcp_oauth_tokens_grant ON coder_mcp_oauth_tokens (grant_id);
+    "#,
+        postgres: r#"
+        CREATE TABLE coder_mcp_oauth_clients (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_clients_expiry ON coder_mcp_oauth_clients (expires_at);
+        CREATE TABLE coder_mcp_oauth_pending (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_pending_expiry ON coder_mcp_oauth_pending (expires_at);
+        CREATE TABLE coder_mcp_oauth_codes (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_codes_expiry ON coder_mcp_oauth_codes (expires_at);
+        CREATE TABLE coder_mcp_oauth_tokens (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_tokens_expiry ON coder_mcp_oauth_tokens (expires_at);
+        CREATE TABLE coder_mcp_oauth_grants (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_grants_expiry ON coder_mcp_oauth_grants (expires_at);
+        CREATE INDEX coder_mcp_oauth_codes_grant ON coder_mcp_oauth_codes (grant_id);
+        CREATE INDEX coder_mcp_oauth_tokens_grant ON coder_mcp_oauth_tokens (grant_id);
+    "#,
+    },
 ];
 
 /// The table of applied versions (the same in both dialects).

@@ -25,6 +25,7 @@
 mod location;
 mod memory;
 mod migrations;
+mod oauth;
 mod postgres;
 mod sqlite;
 mod tasks;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use location::{StoreLocation, default_sqlite_path};
+pub use oauth::{OAuthRow, OAuthTable};
 pub use tasks::{Started, TaskRecord, TaskState};
 
 /// What a key is bound to.
@@ -350,7 +352,8 @@ impl Store {
             Backend::Memory(s) => Ok(s.expire(now)),
             Backend::Sqlite(s) => self.bounded(s.expire(now)).await,
             Backend::Postgres(s) => self.bounded(s.expire(now)).await,
-        }? + self.tasks_expire(now).await?;
+        }? + self.tasks_expire(now).await?
+            + self.oauth_expire(now).await?;
         if removed > 0 {
             tracing::info!(removed, store = %self.describe, "expired records removed");
         }

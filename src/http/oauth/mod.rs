@@ -1,0 +1,459 @@
+//! `serve` as the OAuth 2.1 authorization server of its MCP clients (`--public-url`),
+//! delegating the user's sign-in to Coder (the MCP authorization spec's third-party flow).
+//!
+//! Coder is an OAuth2 provider, but it answers 403 to any token whose audience is not its
+//! own access URL (NOTES §6), so an MCP client that follows the spec for *this* server
+//! (`resource=<public-url>/mcp`) cannot use a token from Coder directly. Instead:
+//!
+//! 1. the MCP client discovers us (RFC 9728 at `/.well-known/oauth-protected-resource/mcp`,
+//!    RFC 8414 at `/.well-known/oauth-authorization-server`), registers (RFC 7591
+//!    `/register`) and sends its user to `/authorize` with PKCE S256;
+//! 2. `/authorize` keeps the request and sends the user on to Coder's `/oauth2/authorize`
+//!    as Coder's OAuth2 app (`--coder-oauth-client-id`), with our own PKCE and state and
+//!    `resource` = Coder's URL;
+//! 3. `/callback` exchanges Coder's code for the user's Coder token, keeps it sealed in
+//!    the store (a *grant*), and sends the user back to the MCP client with our code;
+//! 4. `/token` gives the MCP client our own opaque tokens (stored hashed, audience = our
+//!    `/mcp`), rotating refresh tokens; `/revoke` ends the grant here and at Coder.
+//!
+//! A bearer that is one of our access tokens acts as the grant's Coder user, with the
+//! Coder token refreshed before it expires. The Coder token never reaches the MCP client
+//! and our tokens never reach Coder.
+
+mod crypto;
+mod endpoints;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::coder::{CoderClient, Identity, SessionToken};
+use crate::store::{OAuthRow, OAuthTable, Store, StoreError};
+pub use crypto::SealKey;
+pub use endpoints::router;
+
+/// Our access tokens start with this (Coder API keys never do), so a bearer is known to
+/// be ours, or a Coder token, without asking anyone.
+const ACCESS_PREFIX: &str = "cwm_at_";
+const REFRESH_PREFIX: &str = "cwm_rt_";
+const CODE_PREFIX: &str = "cwm_ac_";
+/// How long a verified grant's Coder identity is reused before the store is read again.
+const IDENTITY_TTL: Duration = Duration::from_secs(30);
+/// A Coder token this close to its expiry is refreshed before it is used.
+const REFRESH_MARGIN: i64 = 120;
+/// How long a user has to sign in at Coder.
+const PENDING_LIFETIME: i64 = 600;
+/// How long our authorization code lives (OAuth 2.1: short).
+const CODE_LIFETIME: i64 = 120;
+/// Longest wait for Coder's OAuth2 endpoints.
+const CODER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `--public-url` and the rest, checked.
+pub struct OAuthConfig {
+    /// The server's public URL, without a trailing slash: the issuer.
+    pub public_url: String,
+    pub coder_client_id: String,
+    pub coder_client_secret: SessionToken,
+    pub key: SealKey,
+    /// RFC 7591 dynamic client registration at `/register`.
+    pub registration: bool,
+    pub access_token_lifetime: Duration,
+    /// Refresh tokens, and a grant not refreshed, last this long.
+    pub refresh_token_lifetime: Duration,
+}
+
+impl OAuthConfig {
+    /// The protected resource: our MCP endpoint.
+    pub fn resource(&self) -> String {
+        format!("{}/mcp", self.public_url)
+    }
+
+    /// Where `WWW-Authenticate` sends clients.
+    pub fn resource_metadata_url(&self) -> String {
+        format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            self.public_url
+        )
+    }
+
+    fn callback(&self) -> String {
+        format!("{}/callback", self.public_url)
+    }
+}
+
+/// A public URL: absolute http(s), no query or fragment; the trailing slash dropped.
+pub fn parse_public_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text.trim()).map_err(|e| format!("is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+        return Err("must be an absolute http(s) URL, e.g. https://mcp.example.com".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Why a bearer that looks like ours was not accepted.
+pub enum BearerError {
+    Rejected(String),
+    /// The store or Coder failed: not the token's fault.
+    Unavailable(String),
+}
+
+impl From<StoreError> for BearerError {
+    fn from(err: StoreError) -> Self {
+        BearerError::Unavailable(err.to_string())
+    }
+}
+
+/// A registered client (not secret: its secret is kept as a hash).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClientData {
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    client_name: String,
+    /// `none`, `client_secret_basic` or `client_secret_post`.
+    auth_method: String,
+    secret_hash: Option<String>,
+    issued_at: i64,
+}
+
+/// An authorization request waiting for the user's sign-in at Coder (sealed: it holds
+/// our PKCE verifier for Coder).
+#[derive(Serialize, Deserialize)]
+struct PendingData {
+    client_id: String,
+    redirect_uri: String,
+    /// Whether the client sent `redirect_uri` (then the token request must repeat it).
+    redirect_uri_given: bool,
+    state: Option<String>,
+    code_challenge: String,
+    coder_verifier: String,
+}
+
+/// Our authorization code's request.
+#[derive(Serialize, Deserialize)]
+struct CodeData {
+    client_id: String,
+    redirect_uri: String,
+    redirect_uri_given: bool,
+    code_challenge: String,
+}
+
+/// One of our tokens.
+#[derive(Serialize, Deserialize)]
+struct TokenData {
+    /// `access` or `refresh`.
+    kind: String,
+    client_id: String,
+    /// The audience (RFC 8707).
+    resource: String,
+}
+
+/// A user's sign-in through Coder, for one client (sealed: it holds the Coder token).
+#[derive(Clone, Serialize, Deserialize)]
+struct GrantData {
+    client_id: String,
+    coder_access: String,
+    coder_refresh: String,
+    /// Unix seconds; `None` when Coder did not say.
+    coder_expires_at: Option<i64>,
+}
+
+/// The OAuth side of `serve`.
+pub struct OAuthServer {
+    config: OAuthConfig,
+    store: Store,
+    coder: CoderClient,
+    /// grant → its Coder identity and when its Coder token expires.
+    identities: moka::future::Cache<String, (Arc<Identity>, Option<i64>)>,
+}
+
+impl OAuthServer {
+    pub fn new(config: OAuthConfig, store: Store, coder: CoderClient) -> OAuthServer {
+        OAuthServer {
+            config,
+            store,
+            coder,
+            identities: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(IDENTITY_TTL)
+                .build(),
+        }
+    }
+
+    pub fn config(&self) -> &OAuthConfig {
+        &self.config
+    }
+
+    /// Whether `token` is one of ours (else it is taken for a Coder token).
+    pub fn is_ours(token: &str) -> bool {
+        token.starts_with(ACCESS_PREFIX)
+    }
+
+    /// The grant and Coder identity of one of our access tokens.
+    pub async fn authenticate(&self, token: &str) -> Result<(String, Arc<Identity>), BearerError> {
+        let row = self
+            .store
+            .oauth_get(OAuthTable::Tokens, &crypto::hash(token))
+            .await?
+            .ok_or_else(|| BearerError::Rejected("unknown, expired or revoked token".into()))?;
+        let data: TokenData = serde_json::from_str(&row.data)
+            .map_err(|_| BearerError::Rejected("unreadable token record".into()))?;
+        if data.kind != "access" {
+            return Err(BearerError::Rejected("not an access token".into()));
+        }
+        if data.resource != self.config.resource() {
+            return Err(BearerError::Rejected(
+                "the token was issued for another resource".into(),
+            ));
+        }
+        let grant_id = row
+            .grant_id
+            .ok_or_else(|| BearerError::Rejected("the token has no grant".into()))?;
+        let now = self.store.now();
+        if let Some((identity, expires)) = self.identities.get(&grant_id).await
+            && expires.is_none_or(|at| at - REFRESH_MARGIN > now)
+        {
+            return Ok((grant_id, identity));
+        }
+        // One resolution per grant at a time (the refresh token rotates at Coder).
+        let resolved = self
+            .identities
+            .try_get_with(grant_id.clone(), self.resolve_grant(&grant_id))
+            .await
+            .map_err(|err: Arc<BearerError>| match &*err {
+                BearerError::Rejected(why) => BearerError::Rejected(why.clone()),
+                BearerError::Unavailable(why) => BearerError::Unavailable(why.clone()),
+            })?;
+        if resolved.1.is_some_and(|at| at - REFRESH_MARGIN <= now) {
+            // A cached entry that went stale while it was being read: resolve again.
+            self.identities.invalidate(&grant_id).await;
+            let fresh = self.resolve_grant(&grant_id).await?;
+            return Ok((grant_id, fresh.0));
+        }
+        Ok((grant_id, resolved.0))
+    }
+
+    /// The grant's Coder identity: its Coder token, refreshed if it is about to expire
+    /// (or Coder no longer takes it), checked with `GET /users/me`.
+    async fn resolve_grant(
+        &self,
+        grant_id: &str,
+    ) -> Result<(Arc<Identity>, Option<i64>), BearerError> {
+        let (mut grant, row) = self.load_grant(grant_id).await?;
+        let now = self.store.now();
+        let mut refreshed = false;
+        if grant
+            .coder_expires_at
+            .is_some_and(|at| at - REFRESH_MARGIN <= now)
+        {
+            grant = self.refresh_coder(grant_id, grant, &row).await?;
+            refreshed = true;
+        }
+        loop {
+            let client = self
+                .coder
+                .with_token(SessionToken::new(grant.coder_access.clone()));
+            match tokio::time::timeout(CODER_TIMEOUT, client.me_once()).await {
+                Err(_) => return Err(BearerError::Unavailable("Coder did not answer".into())),
+                Ok(Ok(user)) => {
+                    return Ok((Arc::new(Identity { client, user }), grant.coder_expires_at));
+                }
+                Ok(Err(err)) if matches!(err.status(), Some(401)) && !refreshed => {
+                    grant = self.refresh_coder(grant_id, grant, &row).await?;
+                    refreshed = true;
+                }
+                Ok(Err(err)) if matches!(err.status(), Some(401 | 403)) => {
+                    return Err(BearerError::Rejected(format!(
+                        "Coder no longer accepts this sign-in: {err}"
+                    )));
+                }
+                Ok(Err(err)) => return Err(BearerError::Unavailable(err.to_string())),
+            }
+        }
+    }
+
+    async fn load_grant(&self, grant_id: &str) -> Result<(GrantData, OAuthRow), BearerError> {
+        let row = self
+            .store
+            .oauth_get(OAuthTable::Grants, grant_id)
+            .await?
+            .ok_or_else(|| BearerError::Rejected("the sign-in was revoked or expired".into()))?;
+        let grant = self.open_grant(grant_id, &row.data).ok_or_else(|| {
+            BearerError::Rejected(
+                "the sign-in cannot be read (was CODER_MCP_OAUTH_KEY changed?)".into(),
+            )
+        })?;
+        Ok((grant, row))
+    }
+
+    fn open_grant(&self, grant_id: &str, sealed: &str) -> Option<GrantData> {
+        let plain = self.config.key.open(&format!("grant:{grant_id}"), sealed)?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    async fn save_grant(
+        &self,
+        grant_id: &str,
+        grant: &GrantData,
+        expires_at: i64,
+    ) -> Result<(), BearerError> {
+        let plain =
+            serde_json::to_vec(grant).map_err(|e| BearerError::Unavailable(e.to_string()))?;
+        let sealed = self
+            .config
+            .key
+            .seal(&format!("grant:{grant_id}"), &plain)
+            .map_err(BearerError::Unavailable)?;
+        self.store
+            .oauth_put(
+                OAuthTable::Grants,
+                grant_id,
+                &OAuthRow {
+                    grant_id: None,
+                    data: sealed,
+                    expires_at,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Refreshes the grant's Coder token with Coder (which rotates its refresh token).
+    async fn refresh_coder(
+        &self,
+        grant_id: &str,
+        grant: GrantData,
+        row: &OAuthRow,
+    ) -> Result<GrantData, BearerError> {
+        tracing::debug!(grant = %grant_id, "refreshing the Coder token of a grant");
+        let answer = self
+            .coder_token_request(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &grant.coder_refresh),
+            ])
+            .await;
+        let token = match answer {
+            Ok(token) => token,
+            Err(CoderTokenError::Refused(why)) => {
+                // Another replica may have refreshed it first (the old refresh token is
+                // spent then): take what it stored.
+                if let Ok((stored, _)) = self.load_grant(grant_id).await
+                    && stored.coder_refresh != grant.coder_refresh
+                {
+                    return Ok(stored);
+                }
+                tracing::info!(grant = %grant_id, %why, "Coder refused to refresh a grant; it is removed");
+                self.store.oauth_remove_grant(grant_id).await?;
+                return Err(BearerError::Rejected(format!(
+                    "Coder no longer accepts this sign-in ({why}); sign in again"
+                )));
+            }
+            Err(CoderTokenError::Unavailable(why)) => return Err(BearerError::Unavailable(why)),
+        };
+        let updated = GrantData {
+            client_id: grant.client_id,
+            coder_expires_at: coder_expiry(&token, self.store.now()),
+            coder_access: token.access_token,
+            coder_refresh: if token.refresh_token.is_empty() {
+                grant.coder_refresh
+            } else {
+                token.refresh_token
+            },
+        };
+        self.save_grant(grant_id, &updated, row.expires_at).await?;
+        Ok(updated)
+    }
+
+    /// `POST <coder>/oauth2/tokens` as Coder's OAuth2 app, with `resource` = Coder's URL
+    /// (the only audience Coder accepts).
+    async fn coder_token_request(
+        &self,
+        params: &[(&str, &str)],
+    ) -> Result<coder_api::OAuth2Token, CoderTokenError> {
+        let base = self.coder.base_url();
+        let mut form: Vec<(&str, &str)> = params.to_vec();
+        form.push(("client_id", &self.config.coder_client_id));
+        form.push(("client_secret", self.config.coder_client_secret.expose()));
+        form.push(("resource", base));
+        let response = self
+            .coder
+            .http()
+            .post(format!("{base}/oauth2/tokens"))
+            .form(&form)
+            .timeout(CODER_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| CoderTokenError::Unavailable(format!("Coder's token endpoint: {e}")))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| CoderTokenError::Unavailable(format!("Coder's token endpoint: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|_| {
+                CoderTokenError::Unavailable(
+                    "Coder's token endpoint answered unreadable JSON".into(),
+                )
+            });
+        }
+        let error: coder_api::OAuth2Error = serde_json::from_slice(&body).unwrap_or_default();
+        let why = format!("{status} {} {}", error.error, error.error_description);
+        if status.is_client_error() {
+            Err(CoderTokenError::Refused(why))
+        } else {
+            Err(CoderTokenError::Unavailable(why))
+        }
+    }
+
+    /// Ends a grant: here (its codes and tokens) and at Coder (its token).
+    async fn end_grant(&self, grant_id: &str) -> Result<(), StoreError> {
+        let grant = self.load_grant(grant_id).await.ok().map(|(grant, _)| grant);
+        self.store.oauth_remove_grant(grant_id).await?;
+        self.identities.invalidate(grant_id).await;
+        if let Some(grant) = grant {
+            let base = self.coder.base_url();
+            let answer = self
+                .coder
+                .http()
+                .post(format!("{base}/oauth2/revoke"))
+                .form(&[
+                    ("client_id", self.config.coder_client_id.as_str()),
+                    ("client_secret", self.config.coder_client_secret.expose()),
+                    ("token", grant.coder_refresh.as_str()),
+                    ("token_type_hint", "refresh_token"),
+                ])
+                .timeout(CODER_TIMEOUT)
+                .send()
+                .await;
+            match answer {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => {
+                    tracing::warn!(status = %response.status(), "Coder did not revoke a grant's token")
+                }
+                Err(err) => tracing::warn!(%err, "Coder did not revoke a grant's token"),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum CoderTokenError {
+    /// Coder said no (4xx): the code or refresh token is no good.
+    Refused(String),
+    Unavailable(String),
+}
+
+/// When a Coder token expires (unix seconds), from `expiry` or `expires_in`.
+fn coder_expiry(token: &coder_api::OAuth2Token, now: i64) -> Option<i64> {
+    token
+        .expiry
+        .map(|at| at.timestamp())
+        .or_else(|| token.expires_in.map(|s| now.saturating_add(s)))
+}
+
+fn lifetime_secs(lifetime: Duration) -> i64 {
+    i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 4)
+}

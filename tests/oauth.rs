@@ -1,0 +1,566 @@
+//! `serve` as the OAuth 2.1 authorization server of its MCP clients, signing users in
+//! through the simulated Coder: driven over real sockets as an OAuth client would.
+
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use common::http::{HttpServer, initialize_body};
+use common::{BIN, Env, Server, structured};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// 32 bytes, base64: the key that seals Coder tokens in the store.
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const CLIENT_REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// A server with OAuth on, its public URL, and everything a test saw.
+struct OAuth {
+    http: HttpServer,
+    public: String,
+    client: reqwest::Client,
+    /// Every status line, header and body the client received, for the leak check.
+    seen: std::sync::Mutex<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl OAuth {
+    async fn start(env: &Env, extra: &[&str]) -> OAuth {
+        let port = free_port();
+        let public = format!("http://127.0.0.1:{port}");
+        let (id, secret) = env
+            .sim
+            .register_oauth_app("coder-workspace-mcp", &format!("{public}/callback"));
+        env.sim.set_oauth_signed_in_user("alice");
+        let mut args = vec!["--public-url", public.as_str()];
+        args.extend_from_slice(extra);
+        let http = HttpServer::spawn_on(
+            &format!("127.0.0.1:{port}"),
+            &env.sim.url(),
+            &args,
+            &[
+                ("CODER_MCP_OAUTH_CLIENT_ID", &id),
+                ("CODER_MCP_OAUTH_CLIENT_SECRET", &secret),
+                ("CODER_MCP_OAUTH_KEY", KEY),
+                ("CODER_MCP_STORE", &env.store()),
+            ],
+        )
+        .await;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        OAuth {
+            http,
+            public,
+            client,
+            seen: Default::default(),
+        }
+    }
+
+    fn record(&self, response: &reqwest::Response) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.push_str(&format!("{}\n", response.status()));
+        for (name, value) in response.headers() {
+            seen.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("")));
+        }
+    }
+
+    async fn body(&self, response: reqwest::Response) -> String {
+        self.record(&response);
+        let text = response.text().await.unwrap();
+        self.seen.lock().unwrap().push_str(&text);
+        text
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.public))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        serde_json::from_str(&self.body(response).await).unwrap()
+    }
+
+    /// A GET that must answer a redirect: its `Location`.
+    async fn follow(&self, url: &str) -> String {
+        let response = self.client.get(url).send().await.unwrap();
+        self.record(&response);
+        assert_eq!(response.status(), 302, "GET {url}");
+        response.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    async fn register(&self, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/register", self.public))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&self.body(response).await).unwrap(),
+        )
+    }
+
+    async fn public_client(&self) -> String {
+        let (status, client) = self
+            .register(json!({"redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none", "client_name": "test client"}))
+            .await;
+        assert_eq!(status, 201, "{client}");
+        client["client_id"].as_str().unwrap().to_owned()
+    }
+
+    fn authorize_url(&self, params: &[(&str, &str)]) -> String {
+        let mut url = url::Url::parse(&format!("{}/authorize", self.public)).unwrap();
+        url.query_pairs_mut().extend_pairs(params);
+        url.to_string()
+    }
+
+    /// /authorize → Coder's /oauth2/authorize (auto-consent) → our /callback → the
+    /// client's redirect URI: its query.
+    async fn sign_in(&self, params: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut location = self.follow(&self.authorize_url(params)).await;
+        while !location.starts_with(CLIENT_REDIRECT) {
+            location = self.follow(&location).await;
+        }
+        query_of(&location)
+    }
+
+    async fn token(&self, form: &[(&str, &str)]) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/token", self.public))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&self.body(response).await).unwrap(),
+        )
+    }
+
+    /// A whole sign-in for `client_id`: our tokens.
+    async fn tokens(&self, client_id: &str) -> Value {
+        let verifier = "v".repeat(50);
+        let challenge = s256(&verifier);
+        let back = self
+            .sign_in(&[
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", CLIENT_REDIRECT),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("state", "st"),
+            ])
+            .await;
+        let (status, tokens) = self
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", client_id),
+                ("code", &back["code"]),
+                ("code_verifier", &verifier),
+                ("redirect_uri", CLIENT_REDIRECT),
+            ])
+            .await;
+        assert_eq!(status, 200, "{tokens}");
+        tokens
+    }
+
+    /// A raw `initialize` at /mcp with `bearer`.
+    async fn mcp(&self, bearer: Option<&str>) -> reqwest::Response {
+        let auth = bearer.map(|b| format!("Bearer {b}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        let response = self.http.post_mcp(&headers, &initialize_body()).await;
+        self.record(&response);
+        response
+    }
+}
+
+fn s256(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn query_of(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+fn challenge(response: &reqwest::Response) -> String {
+    response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_mcp_client_signs_in_through_coder_calls_tools_refreshes_and_revokes() {
+    let env = Env::new().await;
+    let oauth = OAuth::start(&env, &[]).await;
+    let public = oauth.public.clone();
+    let metadata_url = format!("{public}/.well-known/oauth-protected-resource/mcp");
+
+    // Discovery: the 401 names the resource metadata.
+    let refused = oauth.mcp(None).await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        challenge(&refused),
+        format!("Bearer resource_metadata=\"{metadata_url}\"")
+    );
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let resource = oauth.get_json(path).await;
+        assert_eq!(resource["resource"], format!("{public}/mcp"), "{path}");
+        assert_eq!(resource["authorization_servers"], json!([public]));
+        assert_eq!(resource["bearer_methods_supported"], json!(["header"]));
+    }
+    let server = oauth
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(server["issuer"], public);
+    assert_eq!(
+        server["authorization_endpoint"],
+        format!("{public}/authorize")
+    );
+    assert_eq!(server["token_endpoint"], format!("{public}/token"));
+    assert_eq!(
+        server["registration_endpoint"],
+        format!("{public}/register")
+    );
+    assert_eq!(server["revocation_endpoint"], format!("{public}/revoke"));
+    assert_eq!(server["response_types_supported"], json!(["code"]));
+    assert_eq!(server["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(
+        server["grant_types_supported"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    let methods = server["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap();
+    assert!(methods.contains(&json!("none")), "{methods:?}");
+
+    // Registration, and the sign-in: our authorize sends the user to Coder with our
+    // own PKCE and state and resource = Coder's URL, Coder comes back to our callback,
+    // which sends the user to the client with our code.
+    let client_id = oauth.public_client().await;
+    let verifier = "a-verifier-of-the-mcp-client-".repeat(2);
+    let to_coder = oauth
+        .follow(&oauth.authorize_url(&[
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("redirect_uri", CLIENT_REDIRECT),
+            ("code_challenge", &s256(&verifier)),
+            ("code_challenge_method", "S256"),
+            ("state", "client-state"),
+            ("resource", &format!("{public}/mcp")),
+        ]))
+        .await;
+    assert!(
+        to_coder.starts_with(&format!("{}/oauth2/authorize?", env.sim.url())),
+        "{to_coder}"
+    );
+    let asked = query_of(&to_coder);
+    assert_eq!(asked["resource"], env.sim.url());
+    assert_eq!(asked["redirect_uri"], format!("{public}/callback"));
+    assert_eq!(asked["code_challenge_method"], "S256");
+    assert_ne!(asked["code_challenge"], s256(&verifier), "our own PKCE");
+    assert_ne!(asked["state"], "client-state", "our own state");
+    let to_callback = oauth.follow(&to_coder).await;
+    assert!(to_callback.starts_with(&format!("{public}/callback?")));
+    let back = query_of(&oauth.follow(&to_callback).await);
+    assert_eq!(back["state"], "client-state");
+    assert_eq!(back["iss"], public);
+
+    let (status, tokens) = oauth
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &back["code"]),
+            ("code_verifier", &verifier),
+            ("redirect_uri", CLIENT_REDIRECT),
+            ("resource", &format!("{public}/mcp")),
+        ])
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(tokens["expires_in"].as_i64().unwrap() > 0);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, again) = oauth
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &back["code"]),
+            ("code_verifier", &verifier),
+            ("redirect_uri", CLIENT_REDIRECT),
+        ])
+        .await;
+    assert_eq!(
+        (status, &again["error"]),
+        (400, &json!("invalid_grant")),
+        "a code is used once"
+    );
+
+    // Tools, as alice.
+    let mcp = Server::http(&oauth.http.mcp_url(), &access, &[])
+        .await
+        .unwrap();
+    let listed = structured(&mcp.call("list_templates", json!({})).await);
+    assert_eq!(listed["templates"][0]["name"], "docker");
+    oauth.http.wait_for_log("user=alice").await;
+    mcp.finish().await;
+
+    // Refresh rotates: the old refresh token is refused after use.
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", client_id.as_str()),
+        ("refresh_token", refresh.as_str()),
+    ];
+    let (status, rotated) = oauth.token(&form).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_access = rotated["access_token"].as_str().unwrap().to_owned();
+    let new_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(new_refresh, refresh);
+    let (status, spent) = oauth.token(&form).await;
+    assert_eq!((status, &spent["error"]), (400, &json!("invalid_grant")));
+    assert_eq!(oauth.mcp(Some(&new_access)).await.status(), 200);
+
+    // The Coder token never reached the client, nor the log.
+    let coder_tokens = env.sim.oauth_access_tokens();
+    assert_eq!(coder_tokens.len(), 1, "one Coder grant");
+    let seen = oauth.seen.lock().unwrap().clone();
+    let log = oauth.http.log();
+    for token in &coder_tokens {
+        assert!(
+            !seen.contains(token.as_str()),
+            "the Coder token reached the client"
+        );
+        assert!(
+            !log.contains(token.as_str()),
+            "the Coder token is in the log"
+        );
+    }
+    assert!(
+        !log.contains(&new_access) && !log.contains(&new_refresh),
+        "our tokens are not logged"
+    );
+
+    // Revocation ends the sign-in here and at Coder.
+    let response = oauth
+        .client
+        .post(format!("{public}/revoke"))
+        .form(&[
+            ("client_id", client_id.as_str()),
+            ("token", new_refresh.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        env.sim.oauth_access_tokens().is_empty(),
+        "Coder's grant was revoked"
+    );
+    let refused = oauth.mcp(Some(&new_access)).await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        challenge(&refused),
+        format!("Bearer resource_metadata=\"{metadata_url}\", error=\"invalid_token\"")
+    );
+}
+
+#[tokio::test]
+async fn requests_without_pkce_or_for_another_resource_are_refused() {
+    let env = Env::new().await;
+    let oauth = OAuth::start(&env, &["--oauth-access-token-lifetime", "2s"]).await;
+    let client_id = oauth.public_client().await;
+    let challenge_value = s256(&"v".repeat(50));
+    let base = [
+        ("response_type", "code"),
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", CLIENT_REDIRECT),
+        ("state", "s"),
+    ];
+    // No PKCE, or plain PKCE: the client gets invalid_request, Coder is never asked.
+    let location = oauth.follow(&oauth.authorize_url(&base)).await;
+    assert!(location.starts_with(CLIENT_REDIRECT), "{location}");
+    assert_eq!(query_of(&location)["error"], "invalid_request");
+    let mut plain = base.to_vec();
+    plain.extend([
+        ("code_challenge", challenge_value.as_str()),
+        ("code_challenge_method", "plain"),
+    ]);
+    assert_eq!(
+        query_of(&oauth.follow(&oauth.authorize_url(&plain)).await)["error"],
+        "invalid_request"
+    );
+    // Another resource (RFC 8707).
+    let mut foreign = base.to_vec();
+    foreign.extend([
+        ("code_challenge", challenge_value.as_str()),
+        ("code_challenge_method", "S256"),
+        ("resource", "https://other.example.com/mcp"),
+    ]);
+    assert_eq!(
+        query_of(&oauth.follow(&oauth.authorize_url(&foreign)).await)["error"],
+        "invalid_target"
+    );
+    // An unregistered redirect URI is never redirected to.
+    let mut evil = base.to_vec();
+    evil[2] = ("redirect_uri", "https://evil.example.com/cb");
+    let response = oauth
+        .client
+        .get(oauth.authorize_url(&evil))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // Registration rules.
+    for uri in ["http://example.com/cb", "javascript:alert(1)"] {
+        let (status, answer) = oauth.register(json!({"redirect_uris": [uri]})).await;
+        assert_eq!(
+            (status, &answer["error"]),
+            (400, &json!("invalid_redirect_uri")),
+            "{uri}"
+        );
+    }
+    let (status, confidential) = oauth
+        .register(json!({"redirect_uris": [CLIENT_REDIRECT, "cursor://anysphere.cursor-mcp/oauth/callback"]}))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        confidential["token_endpoint_auth_method"],
+        "client_secret_basic"
+    );
+    assert!(confidential["client_secret"].is_string());
+    assert_eq!(confidential["client_secret_expires_at"], 0);
+
+    // A wrong PKCE verifier.
+    let back = oauth
+        .sign_in(&[
+            base[0],
+            base[1],
+            base[2],
+            ("code_challenge", &challenge_value),
+            ("code_challenge_method", "S256"),
+        ])
+        .await;
+    let (status, answer) = oauth
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &back["code"]),
+            ("code_verifier", &"w".repeat(50)),
+            ("redirect_uri", CLIENT_REDIRECT),
+        ])
+        .await;
+    assert_eq!((status, &answer["error"]), (400, &json!("invalid_grant")));
+
+    // A token issued for another resource (a server with another public URL sharing the
+    // store and key) is refused; ours expire.
+    let tokens = oauth.tokens(&client_id).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(oauth.mcp(Some(access)).await.status(), 200);
+    let other = HttpServer::spawn(
+        &env.sim.url(),
+        &["--public-url", "https://mcp-b.example.com"],
+        &[
+            ("CODER_MCP_OAUTH_CLIENT_ID", "x"),
+            ("CODER_MCP_OAUTH_CLIENT_SECRET", "y"),
+            ("CODER_MCP_OAUTH_KEY", KEY),
+            ("CODER_MCP_STORE", &env.store()),
+        ],
+    )
+    .await;
+    let refused = other
+        .post_mcp(
+            &[("authorization", &format!("Bearer {access}"))],
+            &initialize_body(),
+        )
+        .await;
+    assert_eq!(refused.status(), 401);
+    assert!(challenge(&refused).contains("error=\"invalid_token\""));
+    assert!(refused.text().await.unwrap().contains("another resource"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let expired = oauth.mcp(Some(access)).await;
+    assert_eq!(expired.status(), 401, "expired");
+    assert!(challenge(&expired).contains("error=\"invalid_token\""));
+}
+
+#[tokio::test]
+async fn the_coder_token_is_refreshed_before_it_expires_and_static_tokens_still_work() {
+    let env = Env::new().await;
+    // Coder's tokens live a minute: within the refresh margin from the start.
+    env.sim.set_oauth_token_lifetime(Duration::from_secs(60));
+    let oauth = OAuth::start(&env, &[]).await;
+    let client_id = oauth.public_client().await;
+    let tokens = oauth.tokens(&client_id).await;
+    let first = env.sim.oauth_access_tokens();
+    let mcp = Server::http(
+        &oauth.http.mcp_url(),
+        tokens["access_token"].as_str().unwrap(),
+        &[],
+    )
+    .await
+    .unwrap();
+    let listed = structured(&mcp.call("list_templates", json!({})).await);
+    assert_eq!(listed["templates"][0]["name"], "docker");
+    mcp.finish().await;
+    let now = env.sim.oauth_access_tokens();
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, first, "the Coder token was refreshed");
+    // A static Coder session token is still a bearer.
+    let mcp = Server::http(&oauth.http.mcp_url(), common::TOKEN, &[])
+        .await
+        .unwrap();
+    let listed = structured(&mcp.call("list_templates", json!({})).await);
+    assert_eq!(listed["templates"][0]["name"], "docker");
+    mcp.finish().await;
+}
+
+#[tokio::test]
+async fn oauth_settings_are_all_or_nothing() {
+    let output = tokio::process::Command::new(BIN)
+        .args(["serve", "--public-url", "https://mcp.example.com"])
+        .env("CODER_URL", "http://127.0.0.1:9")
+        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
+        .env_remove("CODER_MCP_OAUTH_CLIENT_ID")
+        .env_remove("CODER_MCP_OAUTH_CLIENT_SECRET")
+        .env_remove("CODER_MCP_OAUTH_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("missing --coder-oauth-client-id")
+            && stderr.contains("CODER_MCP_OAUTH_KEY"),
+        "{stderr}"
+    );
+}
