@@ -559,6 +559,7 @@ async fn callback(State(server): State<Shared>, Query(query): Query<Params>) -> 
     let grant = GrantData {
         client_id: pending.client_id.clone(),
         coder_expires_at: coder_expiry(&token, now),
+        coder_refresh_at: super::refresh_point(coder_expiry(&token, now), now),
         coder_access: token.access_token,
         coder_refresh: token.refresh_token,
     };

@@ -159,6 +159,29 @@ struct GrantData {
     coder_refresh: String,
     /// Unix seconds; `None` when Coder did not say.
     coder_expires_at: Option<i64>,
+    /// When to refresh it (unix seconds): [`REFRESH_MARGIN`] before it expires, or half way
+    /// for a token that lives less than twice that. Absent in grants stored before it.
+    #[serde(default)]
+    coder_refresh_at: Option<i64>,
+}
+
+impl GrantData {
+    /// When the Coder token is to be refreshed (`None`: it does not expire).
+    fn refresh_at(&self) -> Option<i64> {
+        self.coder_refresh_at
+            .or_else(|| self.coder_expires_at.map(|at| at - REFRESH_MARGIN))
+    }
+}
+
+/// When a Coder token that expires at `expires_at` (issued `now`) is to be refreshed:
+/// [`REFRESH_MARGIN`] before, but never sooner than half way through its life, so that a
+/// short-lived token is not refreshed on every use (each refresh makes Coder delete the
+/// token before it, which calls still using it would then see refused).
+pub(super) fn refresh_point(expires_at: Option<i64>, now: i64) -> Option<i64> {
+    expires_at.map(|at| {
+        let life = (at - now).max(0);
+        at - REFRESH_MARGIN.min(life / 2)
+    })
 }
 
 /// The OAuth side of `serve`.
@@ -213,27 +236,36 @@ impl OAuthServer {
             .grant_id
             .ok_or_else(|| BearerError::Rejected("the token has no grant".into()))?;
         let now = self.store.now();
-        if let Some((identity, expires)) = self.identities.get(&grant_id).await
-            && expires.is_none_or(|at| at - REFRESH_MARGIN > now)
+        if let Some((identity, refresh_at)) = self.identities.get(&grant_id).await
+            && refresh_at.is_none_or(|at| at > now)
         {
             return Ok((grant_id, identity));
         }
-        // One resolution per grant at a time (the refresh token rotates at Coder).
-        let resolved = self
-            .identities
-            .try_get_with(grant_id.clone(), self.resolve_grant(&grant_id))
+        let resolved = self.resolve_coalesced(&grant_id).await?;
+        if resolved.1.is_some_and(|at| at <= now) {
+            // A cached entry whose Coder token is about to expire: resolve again (which
+            // refreshes it), coalesced like the first, so that concurrent requests never
+            // refresh with the same refresh token at once (Coder rotates it: the second
+            // would be refused).
+            self.identities.invalidate(&grant_id).await;
+            let fresh = self.resolve_coalesced(&grant_id).await?;
+            return Ok((grant_id, fresh.0));
+        }
+        Ok((grant_id, resolved.0))
+    }
+
+    /// One resolution per grant at a time, however many requests need it.
+    async fn resolve_coalesced(
+        &self,
+        grant_id: &str,
+    ) -> Result<(Arc<Identity>, Option<i64>), BearerError> {
+        self.identities
+            .try_get_with(grant_id.to_owned(), self.resolve_grant(grant_id))
             .await
             .map_err(|err: Arc<BearerError>| match &*err {
                 BearerError::Rejected(why) => BearerError::Rejected(why.clone()),
                 BearerError::Unavailable(why) => BearerError::Unavailable(why.clone()),
-            })?;
-        if resolved.1.is_some_and(|at| at - REFRESH_MARGIN <= now) {
-            // A cached entry that went stale while it was being read: resolve again.
-            self.identities.invalidate(&grant_id).await;
-            let fresh = self.resolve_grant(&grant_id).await?;
-            return Ok((grant_id, fresh.0));
-        }
-        Ok((grant_id, resolved.0))
+            })
     }
 
     /// The grant's Coder identity: its Coder token, refreshed if it is about to expire
@@ -245,10 +277,7 @@ impl OAuthServer {
         let (mut grant, row) = self.load_grant(grant_id).await?;
         let now = self.store.now();
         let mut refreshed = false;
-        if grant
-            .coder_expires_at
-            .is_some_and(|at| at - REFRESH_MARGIN <= now)
-        {
+        if grant.refresh_at().is_some_and(|at| at <= now) {
             grant = self.refresh_coder(grant_id, grant, &row).await?;
             refreshed = true;
         }
@@ -259,7 +288,7 @@ impl OAuthServer {
             match tokio::time::timeout(CODER_TIMEOUT, client.me_once()).await {
                 Err(_) => return Err(BearerError::Unavailable("Coder did not answer".into())),
                 Ok(Ok(user)) => {
-                    return Ok((Arc::new(Identity { client, user }), grant.coder_expires_at));
+                    return Ok((Arc::new(Identity { client, user }), grant.refresh_at()));
                 }
                 Ok(Err(err)) if matches!(err.status(), Some(401)) && !refreshed => {
                     grant = self.refresh_coder(grant_id, grant, &row).await?;
@@ -356,6 +385,10 @@ impl OAuthServer {
         let updated = GrantData {
             client_id: grant.client_id,
             coder_expires_at: coder_expiry(&token, self.store.now()),
+            coder_refresh_at: refresh_point(
+                coder_expiry(&token, self.store.now()),
+                self.store.now(),
+            ),
             coder_access: token.access_token,
             coder_refresh: if token.refresh_token.is_empty() {
                 grant.coder_refresh
@@ -456,4 +489,34 @@ fn coder_expiry(token: &coder_api::OAuth2Token, now: i64) -> Option<i64> {
 
 fn lifetime_secs(lifetime: Duration) -> i64 {
     i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coder_tokens_are_refreshed_before_they_expire_but_not_on_every_use() {
+        let now = 1_000_000;
+        // A day-long token: REFRESH_MARGIN before it expires.
+        assert_eq!(
+            refresh_point(Some(now + 86_400), now),
+            Some(now + 86_400 - REFRESH_MARGIN)
+        );
+        // A minute-long one: half way, not at once.
+        assert_eq!(refresh_point(Some(now + 60), now), Some(now + 30));
+        assert_eq!(refresh_point(None, now), None);
+        let grant = GrantData {
+            client_id: String::new(),
+            coder_access: String::new(),
+            coder_refresh: String::new(),
+            coder_expires_at: Some(now + 600),
+            coder_refresh_at: None,
+        };
+        assert_eq!(
+            grant.refresh_at(),
+            Some(now + 600 - REFRESH_MARGIN),
+            "older grants"
+        );
+    }
 }
