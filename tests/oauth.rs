@@ -23,6 +23,8 @@ const CLIENT_REDIRECT: &str = "http://127.0.0.1:9/callback";
 struct OAuth {
     http: HttpServer,
     public: String,
+    /// The server's environment (Coder app, key, store), for a second replica.
+    envs: Vec<(&'static str, String)>,
     client: reqwest::Client,
     /// Every status line, header and body the client received, for the leak check.
     seen: std::sync::Mutex<String>,
@@ -38,6 +40,11 @@ fn free_port() -> u16 {
 
 impl OAuth {
     async fn start(env: &Env, extra: &[&str]) -> OAuth {
+        OAuth::start_on(env, extra, &env.store()).await
+    }
+
+    /// [`OAuth::start`] on the store `store`.
+    async fn start_on(env: &Env, extra: &[&str], store: &str) -> OAuth {
         let port = free_port();
         let public = format!("http://127.0.0.1:{port}");
         let (id, secret) = env
@@ -46,16 +53,18 @@ impl OAuth {
         env.sim.set_oauth_signed_in_user("alice");
         let mut args = vec!["--public-url", public.as_str()];
         args.extend_from_slice(extra);
+        let envs = vec![
+            ("CODER_MCP_OAUTH_CLIENT_ID", id),
+            ("CODER_MCP_OAUTH_CLIENT_SECRET", secret),
+            ("CODER_MCP_OAUTH_KEY", KEY.to_owned()),
+            ("CODER_MCP_STORE", store.to_owned()),
+        ];
+        let env_refs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let http = HttpServer::spawn_on(
             &format!("127.0.0.1:{port}"),
             &env.sim.url(),
             &args,
-            &[
-                ("CODER_MCP_OAUTH_CLIENT_ID", &id),
-                ("CODER_MCP_OAUTH_CLIENT_SECRET", &secret),
-                ("CODER_MCP_OAUTH_KEY", KEY),
-                ("CODER_MCP_STORE", &env.store()),
-            ],
+            &env_refs,
         )
         .await;
         let client = reqwest::Client::builder()
@@ -65,6 +74,7 @@ impl OAuth {
         OAuth {
             http,
             public,
+            envs,
             client,
             seen: Default::default(),
         }
@@ -564,4 +574,77 @@ async fn oauth_settings_are_all_or_nothing() {
             && stderr.contains("CODER_MCP_OAUTH_KEY"),
         "{stderr}"
     );
+}
+
+/// Replicas on one PostgreSQL share sign-ins: a token issued by one works on the other,
+/// a refresh there rotates it for both, and a revoke there ends it on the first.
+#[tokio::test]
+async fn replicas_on_postgresql_share_sign_ins() {
+    let Some((store, _server)) = common::postgres::database().await else {
+        return;
+    };
+    let env = Env::new().await;
+    let oauth = OAuth::start_on(&env, &[], &store).await;
+    let client_id = oauth.public_client().await;
+    let tokens = oauth.tokens(&client_id).await;
+    // The other replica: the same public URL, Coder app, key and store.
+    let env_refs: Vec<(&str, &str)> = oauth.envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let other =
+        HttpServer::spawn(&env.sim.url(), &["--public-url", &oauth.public], &env_refs).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let on_other = Server::http(&other.mcp_url(), access, &[]).await.unwrap();
+    let listed = structured(&on_other.call("list_templates", json!({})).await);
+    assert_eq!(listed["templates"][0]["name"], "docker");
+    on_other.finish().await;
+
+    let form = |token: &str| {
+        vec![
+            ("grant_type".to_owned(), "refresh_token".to_owned()),
+            ("client_id".to_owned(), client_id.clone()),
+            ("refresh_token".to_owned(), token.to_owned()),
+        ]
+    };
+    let http = reqwest::Client::new();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let renewed = http
+        .post(format!("http://{}/token", other.addr()))
+        .form(&form(refresh))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renewed.status(), 200);
+    let renewed: Value = renewed.json().await.unwrap();
+    let (status, _) = oauth
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", refresh),
+        ])
+        .await;
+    assert_eq!(
+        status, 400,
+        "the first refresh token was spent on the other replica"
+    );
+
+    let revoked = http
+        .post(format!("http://{}/revoke", other.addr()))
+        .form(&[
+            ("client_id", client_id.as_str()),
+            ("token", renewed["access_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let refused = oauth
+        .http
+        .post_mcp(
+            &[(
+                "authorization",
+                &format!("Bearer {}", renewed["access_token"].as_str().unwrap()),
+            )],
+            &initialize_body(),
+        )
+        .await;
+    assert_eq!(refused.status(), 401, "revoked on the other replica");
 }
