@@ -648,3 +648,43 @@ async fn replicas_on_postgresql_share_sign_ins() {
         .await;
     assert_eq!(refused.status(), 401, "revoked on the other replica");
 }
+
+/// Browser-based clients discover, register and exchange codes from their own origin:
+/// those endpoints answer CORS preflights and requests from any origin.
+#[tokio::test]
+async fn the_oauth_endpoints_answer_browser_clients() {
+    let env = Env::new().await;
+    let oauth = OAuth::start(&env, &[]).await;
+    let http = reqwest::Client::new();
+    for path in ["/token", "/register", "/revoke"] {
+        let preflight = http
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", oauth.public))
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            preflight.status().is_success(),
+            "{path}: {}",
+            preflight.status()
+        );
+        assert_eq!(
+            preflight.headers()["access-control-allow-origin"],
+            "*",
+            "{path}"
+        );
+    }
+    let metadata = http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            oauth.public
+        ))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metadata.status(), 200);
+    assert_eq!(metadata.headers()["access-control-allow-origin"], "*");
+}

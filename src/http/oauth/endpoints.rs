@@ -53,7 +53,19 @@ pub fn router(server: Shared) -> Router {
     if server.config.registration {
         router = router.route("/register", post(register));
     }
+    // Browser-based MCP clients discover, register, and exchange codes from their own
+    // origin: these endpoints answer any origin (they take no cookies, so nothing of
+    // another site's session can be used). `/authorize` and `/callback` are navigations.
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderName::from_static("mcp-protocol-version"),
+        ]);
     router
+        .layer(cors)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
         .with_state(server)
 }
