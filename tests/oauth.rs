@@ -688,3 +688,32 @@ async fn the_oauth_endpoints_answer_browser_clients() {
     assert_eq!(metadata.status(), 200);
     assert_eq!(metadata.headers()["access-control-allow-origin"], "*");
 }
+
+/// Registration is open to anyone, but not without limit: past `--max-registrations` an
+/// hour from one address, 429 with Retry-After, and nothing is stored.
+#[tokio::test]
+async fn client_registrations_are_limited_per_address() {
+    let env = Env::new().await;
+    let oauth = OAuth::start(&env, &["--max-registrations", "2"]).await;
+    let body = json!({"redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none"});
+    for _ in 0..2 {
+        let (status, client) = oauth.register(body.clone()).await;
+        assert_eq!(status, 201, "{client}");
+    }
+    let response = oauth
+        .client
+        .post(format!("{}/register", oauth.public))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"], "temporarily_unavailable", "{answer}");
+}

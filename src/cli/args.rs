@@ -260,6 +260,11 @@ pub struct ServeArgs {
     /// known another way.
     #[arg(long, help_heading = "OAuth")]
     pub no_client_registration: bool,
+    /// Client registrations a client address may make per hour (registration is open to
+    /// anyone, as RFC 7591 and MCP expect; beyond it, 429 with Retry-After). Behind a
+    /// reverse proxy every registration comes from the proxy: raise it (0: no limit).
+    #[arg(long, default_value_t = 20, value_name = "N", help_heading = "OAuth")]
+    pub max_registrations: u32,
     /// How long the access tokens this server issues last. Hidden: tests shorten it.
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION", hide = true)]
     pub oauth_access_token_lifetime: Duration,

@@ -199,6 +199,7 @@ fn oauth_config(args: &ServeArgs) -> anyhow::Result<Option<crate::http::oauth::O
                 coder_client_secret: secret,
                 key,
                 registration: !args.no_client_registration,
+                registrations_per_hour: args.max_registrations,
                 access_token_lifetime: args.oauth_access_token_lifetime,
                 refresh_token_lifetime: args.oauth_refresh_token_lifetime,
             }))

@@ -250,7 +250,25 @@ fn strings(value: &Value, field: &str) -> Result<Option<Vec<String>>, String> {
 }
 
 /// `POST /register` (RFC 7591).
-async fn register(State(server): State<Shared>, body: Bytes) -> Response {
+async fn register(
+    State(server): State<Shared>,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    let peer = crate::http::conn::Peer::of(&parts.extensions);
+    if let Err(retry_after) = server.admit_registration(peer.key()) {
+        tracing::info!(peer = %peer.0, "client registration refused: over --max-registrations");
+        let mut response = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            "too many client registrations from your address; try again later (see --max-registrations)",
+        );
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        return response;
+    }
     let request: Value = match serde_json::from_slice(&body) {
         Ok(value @ Value::Object(_)) => value,
         _ => {

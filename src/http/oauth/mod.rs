@@ -23,6 +23,7 @@
 mod crypto;
 mod endpoints;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ pub struct OAuthConfig {
     pub key: SealKey,
     /// RFC 7591 dynamic client registration at `/register`.
     pub registration: bool,
+    /// Registrations per client address and hour (0: no limit).
+    pub registrations_per_hour: u32,
     pub access_token_lifetime: Duration,
     /// Refresh tokens, and a grant not refreshed, last this long.
     pub refresh_token_lifetime: Duration,
@@ -184,6 +187,36 @@ pub(super) fn refresh_point(expires_at: Option<i64>, now: i64) -> Option<i64> {
     })
 }
 
+/// Registrations per client address, as a GCRA (the generic cell rate algorithm: one
+/// instant per address, when its budget is whole again): `n` an hour, in a burst of up to
+/// `n`, so that open registration cannot fill the store.
+#[derive(Default)]
+struct RegistrationLimit {
+    tat: parking_lot::Mutex<HashMap<std::net::IpAddr, tokio::time::Instant>>,
+}
+
+impl RegistrationLimit {
+    fn admit(&self, address: std::net::IpAddr, per_hour: u32) -> Result<(), Duration> {
+        if per_hour == 0 {
+            return Ok(());
+        }
+        let interval = Duration::from_secs(3600) / per_hour;
+        let tolerance = interval * (per_hour - 1);
+        let now = tokio::time::Instant::now();
+        let mut tat = self.tat.lock();
+        let at = tat.get(&address).copied().unwrap_or(now).max(now);
+        if at > now + tolerance {
+            return Err(at - (now + tolerance));
+        }
+        tat.insert(address, at + interval);
+        // Addresses whose budget is whole again need no entry.
+        if tat.len() > 10_000 {
+            tat.retain(|_, at| *at > now);
+        }
+        Ok(())
+    }
+}
+
 /// The OAuth side of `serve`.
 pub struct OAuthServer {
     config: OAuthConfig,
@@ -191,6 +224,7 @@ pub struct OAuthServer {
     coder: CoderClient,
     /// grant → its Coder identity and when its Coder token expires.
     identities: moka::future::Cache<String, (Arc<Identity>, Option<i64>)>,
+    registrations: RegistrationLimit,
 }
 
 impl OAuthServer {
@@ -203,7 +237,15 @@ impl OAuthServer {
                 .max_capacity(100_000)
                 .time_to_live(IDENTITY_TTL)
                 .build(),
+            registrations: RegistrationLimit::default(),
         }
+    }
+
+    /// Counts a registration from `address`: `Err(retry_after)` when it is over
+    /// `--max-registrations` an hour.
+    pub(super) fn admit_registration(&self, address: std::net::IpAddr) -> Result<(), Duration> {
+        self.registrations
+            .admit(address, self.config.registrations_per_hour)
     }
 
     pub fn config(&self) -> &OAuthConfig {
