@@ -30,8 +30,20 @@ pub enum WaitKind {
 /// follows the build).
 #[derive(Default)]
 pub(super) struct WaitClocks {
-    started: Mutex<HashMap<(Uuid, WaitKind), Instant>>,
+    started: Mutex<Clocks>,
 }
+
+#[derive(Default)]
+struct Clocks {
+    at: HashMap<(Uuid, WaitKind), Instant>,
+    /// The size at which old entries are next dropped: twice what the last pruning left
+    /// (at least [`PRUNE_FROM`]), so that thousands of builds waited on at once cost a
+    /// scan now and then, not one per call.
+    prune_at: usize,
+}
+
+/// Below this many entries nothing is pruned.
+const PRUNE_FROM: usize = 1024;
 
 impl WaitClocks {
     /// When waiting of `kind` for `build` began (now, the first time it is asked).
@@ -42,11 +54,17 @@ impl WaitClocks {
         forget_after: std::time::Duration,
     ) -> Instant {
         // Instants only: nothing a panic elsewhere could leave half-written.
-        let mut started = self.started.lock();
-        if started.len() > 1024 {
-            started.retain(|_, at| at.elapsed() < forget_after);
+        let mut clocks = self.started.lock();
+        if clocks.at.len() > clocks.prune_at.max(PRUNE_FROM) {
+            clocks.at.retain(|_, at| at.elapsed() < forget_after);
+            clocks.prune_at = clocks.at.len().saturating_mul(2);
         }
-        *started.entry((build, kind)).or_insert_with(Instant::now)
+        *clocks.at.entry((build, kind)).or_insert_with(Instant::now)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.started.lock().at.len()
     }
 }
 
@@ -439,5 +457,36 @@ async fn stage_changed(logs: &mut Option<(Uuid, BuildLogFollower)>) {
     match logs {
         Some((_, follower)) => follower.stage_changed().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_builds_clock_is_kept_and_old_ones_are_dropped_in_bulk() {
+        let clocks = WaitClocks::default();
+        let keep = Duration::from_secs(3600);
+        let build = Uuid::new_v4();
+        let first = clocks.started(build, WaitKind::Build, keep);
+        assert_eq!(clocks.started(build, WaitKind::Build, keep), first, "kept");
+        // Many builds at once, all recent: nothing may be dropped, and the map is not
+        // rescanned on every call (it would be, were the threshold fixed).
+        for _ in 0..5_000 {
+            clocks.started(Uuid::new_v4(), WaitKind::Agent, keep);
+        }
+        assert_eq!(clocks.len(), 5_001);
+        assert_eq!(clocks.started(build, WaitKind::Build, keep), first);
+        // Forgotten when old: with a zero retention the next pruning drops them all.
+        for _ in 0..6_000 {
+            clocks.started(Uuid::new_v4(), WaitKind::Agent, Duration::ZERO);
+        }
+        assert!(
+            clocks.len() < 11_001,
+            "old clocks were dropped: {}",
+            clocks.len()
+        );
     }
 }
