@@ -2866,19 +2866,32 @@ impl Report {
     }
 }
 
-/// One stateless request of protocol 2026-07-28 (no session; the client's capabilities,
-/// the Tasks extension among them, in `_meta`); the JSON-RPC response.
+/// One stateless request of protocol 2026-07-28 from a client that declares the Tasks
+/// extension (in `_meta`); the JSON-RPC response.
 async fn stateless_rpc(
     http: &reqwest::Client,
     url: &str,
     method: &str,
     name: &str,
+    params: Value,
+) -> anyhow::Result<Value> {
+    let tasks = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    stateless_request(http, url, method, name, params, tasks).await
+}
+
+/// One stateless request of protocol 2026-07-28 (no session; the client's `capabilities`
+/// in `_meta`); the JSON-RPC response.
+async fn stateless_request(
+    http: &reqwest::Client,
+    url: &str,
+    method: &str,
+    name: &str,
     mut params: Value,
+    capabilities: Value,
 ) -> anyhow::Result<Value> {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities":
-            {"extensions": {"io.modelcontextprotocol/tasks": {}}},
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
         "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"}});
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     let mut request = http
@@ -3050,30 +3063,20 @@ async fn tasks_section(binary: &Path, quick: bool) -> anyhow::Result<()> {
 /// A synchronous create_workspace over stateless HTTP (no tasks): the request stays open
 /// until the answer.
 async fn sync_call(http: &reqwest::Client, url: &str, params: Value) -> anyhow::Result<Value> {
-    let mut params = params;
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"}});
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
-    let text = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "create_workspace")
-        .body(body.to_string())
-        .send()
-        .await?
-        .text()
-        .await?;
-    let ok = text.contains("\"structuredContent\"") && !text.contains("\"isError\":true");
+    let answer = stateless_request(
+        http,
+        url,
+        "tools/call",
+        "create_workspace",
+        params,
+        json!({}),
+    )
+    .await?;
+    let result = &answer["result"];
     anyhow::ensure!(
-        ok,
+        result["structuredContent"].is_object() && result["isError"] != true,
         "the synchronous call failed: {}",
-        text.chars().take(300).collect::<String>()
+        answer.to_string().chars().take(300).collect::<String>()
     );
     Ok(Value::Null)
 }

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use coder_workspace_sim::BuildPlan;
-use common::http::HttpServer;
+use common::http::{HttpServer, stateless_request};
 use common::postgres::database;
 use common::{BOB_TOKEN, Env, Recorder, Server, TOKEN, bounded};
 use rmcp::model::{
@@ -328,37 +328,12 @@ async fn stdio_clients_get_tasks_too() {
     assert_eq!(completed(&done)["structuredContent"]["created"], true);
 }
 
-/// One stateless request of protocol 2026-07-28 (no session; the client's capabilities,
-/// the Tasks extension among them, in `_meta`), with the `Mcp-Method`/`Mcp-Name`
-/// headers; returns the JSON-RPC response.
-async fn stateless(http: &HttpServer, method: &str, name: &str, mut params: Value) -> Value {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities":
-            {"extensions": {"io.modelcontextprotocol/tasks": {}}},
-        "io.modelcontextprotocol/clientInfo": {"name": "stateless-tasks", "version": "0"}});
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let mut request = reqwest::Client::new()
-        .post(http.mcp_url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method);
-    if !name.is_empty() {
-        request = request.header("mcp-name", name);
-    }
-    let response = request.body(body.to_string()).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.headers().get("mcp-session-id").is_none());
-    let text = response.text().await.unwrap();
-    let data = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .rfind(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .unwrap_or(text);
-    serde_json::from_str(&data).unwrap()
+/// One stateless request of protocol 2026-07-28 from a client that declares the Tasks
+/// extension; returns the JSON-RPC response.
+async fn stateless(http: &HttpServer, method: &str, name: &str, params: Value) -> Value {
+    let capabilities = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let name = (!name.is_empty()).then_some(name);
+    stateless_request(&http.mcp_url(), method, name, params, capabilities).await
 }
 
 /// A client of 2026-07-28 with no session at all: discovers the extension, gets a task,

@@ -52,60 +52,8 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     // seconds like the other tables' (the store's clock). BIGINT is INTEGER to SQLite.
     Migration {
         version: 2,
-        sqlite: r#"
-        CREATE TABLE coder_mcp_tasks (
-            task_id        TEXT   NOT NULL PRIMARY KEY,
-            user_id        TEXT   NOT NULL,
-            request        TEXT   NOT NULL,
-            workspace_name TEXT,
-            status         TEXT   NOT NULL,
-            status_message TEXT,
-            result         TEXT,
-            owner          TEXT,
-            created_at     BIGINT NOT NULL,
-            updated_at     BIGINT NOT NULL,
-            expires_at     BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_tasks_expiry ON coder_mcp_tasks (expires_at);
-        CREATE TABLE coder_mcp_task_keys (
-            user_id TEXT NOT NULL,
-            key     TEXT NOT NULL,
-            task_id TEXT NOT NULL,
-            PRIMARY KEY (user_id, key)
-        );
-        CREATE INDEX coder_mcp_task_keys_task ON coder_mcp_task_keys (task_id);
-        CREATE TABLE coder_mcp_replicas (
-            replica_id TEXT   NOT NULL PRIMARY KEY,
-            seen_at    BIGINT NOT NULL
-        );
-    "#,
-        postgres: r#"
-        CREATE TABLE coder_mcp_tasks (
-            task_id        TEXT   NOT NULL PRIMARY KEY,
-            user_id        TEXT   NOT NULL,
-            request        TEXT   NOT NULL,
-            workspace_name TEXT,
-            status         TEXT   NOT NULL,
-            status_message TEXT,
-            result         TEXT,
-            owner          TEXT,
-            created_at     BIGINT NOT NULL,
-            updated_at     BIGINT NOT NULL,
-            expires_at     BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_tasks_expiry ON coder_mcp_tasks (expires_at);
-        CREATE TABLE coder_mcp_task_keys (
-            user_id TEXT NOT NULL,
-            key     TEXT NOT NULL,
-            task_id TEXT NOT NULL,
-            PRIMARY KEY (user_id, key)
-        );
-        CREATE INDEX coder_mcp_task_keys_task ON coder_mcp_task_keys (task_id);
-        CREATE TABLE coder_mcp_replicas (
-            replica_id TEXT   NOT NULL PRIMARY KEY,
-            seen_at    BIGINT NOT NULL
-        );
-    "#,
+        sqlite: TASKS,
+        postgres: TASKS,
     },
     // `serve` as an OAuth 2.1 authorization server (`--public-url`): one shape for every
     // table, a key, the grant (one user's sign-in through Coder) a row belongs to, the
@@ -113,86 +61,80 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     // Codes and tokens are keyed by their SHA-256, never stored themselves.
     Migration {
         version: 3,
-        sqlite: r#"
-        CREATE TABLE coder_mcp_oauth_clients (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_clients_expiry ON coder_mcp_oauth_clients (expires_at);
-        CREATE TABLE coder_mcp_oauth_pending (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_pending_expiry ON coder_mcp_oauth_pending (expires_at);
-        CREATE TABLE coder_mcp_oauth_codes (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_codes_expiry ON coder_mcp_oauth_codes (expires_at);
-        CREATE TABLE coder_mcp_oauth_tokens (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_tokens_expiry ON coder_mcp_oauth_tokens (expires_at);
-        CREATE TABLE coder_mcp_oauth_grants (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_grants_expiry ON coder_mcp_oauth_grants (expires_at);
-        CREATE INDEX coder_mcp_oauth_codes_grant ON coder_mcp_oauth_codes (grant_id);
-        CREATE INDEX coder_mcp_oauth_tokens_grant ON coder_mcp_oauth_tokens (grant_id);
-    "#,
-        postgres: r#"
-        CREATE TABLE coder_mcp_oauth_clients (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_clients_expiry ON coder_mcp_oauth_clients (expires_at);
-        CREATE TABLE coder_mcp_oauth_pending (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_pending_expiry ON coder_mcp_oauth_pending (expires_at);
-        CREATE TABLE coder_mcp_oauth_codes (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_codes_expiry ON coder_mcp_oauth_codes (expires_at);
-        CREATE TABLE coder_mcp_oauth_tokens (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_tokens_expiry ON coder_mcp_oauth_tokens (expires_at);
-        CREATE TABLE coder_mcp_oauth_grants (
-            key        TEXT   NOT NULL PRIMARY KEY,
-            grant_id   TEXT,
-            data       TEXT   NOT NULL,
-            expires_at BIGINT NOT NULL
-        );
-        CREATE INDEX coder_mcp_oauth_grants_expiry ON coder_mcp_oauth_grants (expires_at);
-        CREATE INDEX coder_mcp_oauth_codes_grant ON coder_mcp_oauth_codes (grant_id);
-        CREATE INDEX coder_mcp_oauth_tokens_grant ON coder_mcp_oauth_tokens (grant_id);
-    "#,
+        sqlite: OAUTH,
+        postgres: OAUTH,
     },
 ];
+
+/// Migration 2, the same in both dialects (BIGINT is INTEGER to SQLite).
+const TASKS: &str = r#"
+        CREATE TABLE coder_mcp_tasks (
+            task_id        TEXT   NOT NULL PRIMARY KEY,
+            user_id        TEXT   NOT NULL,
+            request        TEXT   NOT NULL,
+            workspace_name TEXT,
+            status         TEXT   NOT NULL,
+            status_message TEXT,
+            result         TEXT,
+            owner          TEXT,
+            created_at     BIGINT NOT NULL,
+            updated_at     BIGINT NOT NULL,
+            expires_at     BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_tasks_expiry ON coder_mcp_tasks (expires_at);
+        CREATE TABLE coder_mcp_task_keys (
+            user_id TEXT NOT NULL,
+            key     TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (user_id, key)
+        );
+        CREATE INDEX coder_mcp_task_keys_task ON coder_mcp_task_keys (task_id);
+        CREATE TABLE coder_mcp_replicas (
+            replica_id TEXT   NOT NULL PRIMARY KEY,
+            seen_at    BIGINT NOT NULL
+        );
+"#;
+
+/// Migration 3, the same in both dialects.
+const OAUTH: &str = r#"
+        CREATE TABLE coder_mcp_oauth_clients (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_clients_expiry ON coder_mcp_oauth_clients (expires_at);
+        CREATE TABLE coder_mcp_oauth_pending (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_pending_expiry ON coder_mcp_oauth_pending (expires_at);
+        CREATE TABLE coder_mcp_oauth_codes (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_codes_expiry ON coder_mcp_oauth_codes (expires_at);
+        CREATE TABLE coder_mcp_oauth_tokens (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_tokens_expiry ON coder_mcp_oauth_tokens (expires_at);
+        CREATE TABLE coder_mcp_oauth_grants (
+            key        TEXT   NOT NULL PRIMARY KEY,
+            grant_id   TEXT,
+            data       TEXT   NOT NULL,
+            expires_at BIGINT NOT NULL
+        );
+        CREATE INDEX coder_mcp_oauth_grants_expiry ON coder_mcp_oauth_grants (expires_at);
+        CREATE INDEX coder_mcp_oauth_codes_grant ON coder_mcp_oauth_codes (grant_id);
+        CREATE INDEX coder_mcp_oauth_tokens_grant ON coder_mcp_oauth_tokens (grant_id);
+"#;
 
 /// The table of applied versions (the same in both dialects).
 pub(super) const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS coder_mcp_migrations (

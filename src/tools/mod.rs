@@ -449,10 +449,15 @@ impl WorkspaceServer {
 
 /// A tool error as the synchronous path answers it (`isError`, quotes shortened).
 fn tool_error(text: &str) -> rmcp::model::CallToolResponse {
+    error_result(text).into()
+}
+
+/// The `isError` result of a tool error, quotes shortened: how every tool error reads,
+/// answered at once or as a task's result.
+fn error_result(text: &str) -> rmcp::model::CallToolResult {
     rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(
         crate::quote::shorten_quotes(text),
     )])
-    .into()
 }
 
 fn internal(text: String) -> rmcp::ErrorData {

@@ -18,8 +18,8 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use rmcp::ErrorData;
 use rmcp::model::{
-    CallToolResult, ContentBlock, CreateTaskResult, DetailedTask, GetTaskResult, JsonObject, Task,
-    TaskPayload, TaskStatus,
+    CallToolResult, CreateTaskResult, DetailedTask, GetTaskResult, JsonObject, Task, TaskPayload,
+    TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -395,10 +395,7 @@ impl Tasks {
                     .unwrap_or_else(|| format!("workspace {} is ready", result.workspace_name));
                 match serde_json::to_value(&result) {
                     Ok(value) => (CallToolResult::structured(value), message),
-                    Err(err) => (
-                        CallToolResult::error(vec![ContentBlock::text(err.to_string())]),
-                        "failed".to_owned(),
-                    ),
+                    Err(err) => (super::error_result(&err.to_string()), "failed".to_owned()),
                 }
             }
             // Cancelled: by tasks/cancel (already recorded) or by shutdown (the task
@@ -407,10 +404,7 @@ impl Tasks {
             Err(err) => {
                 let text = crate::quote::shorten_quotes(&err.to_string());
                 tracing::info!(task = %task_id, error = %text, "task ended with a tool error");
-                (
-                    CallToolResult::error(vec![ContentBlock::text(text.clone())]),
-                    text,
-                )
+                (super::error_result(&text), text)
             }
         };
         let message: String = message.chars().take(200).collect();

@@ -200,29 +200,36 @@ impl HttpServer {
     }
 }
 
-/// One stateless `tools/call` of create_workspace (protocol 2026-07-28: no session, the
-/// client's details in `_meta`) as alice; returns the structured result.
-pub async fn stateless_create(mcp_url: &str, arguments: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "create_workspace",
-        "arguments": arguments,
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                  "io.modelcontextprotocol/clientCapabilities": {},
-                  "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "0"}}}});
-    let response = reqwest::Client::new()
+/// One stateless request of protocol 2026-07-28 as alice: no session, the client's
+/// `capabilities` in `_meta`, the `Mcp-Method` (and, when given, `Mcp-Name`) headers.
+/// Returns the JSON-RPC response (the last `data:` of an SSE answer, or the JSON body).
+pub async fn stateless_request(
+    mcp_url: &str,
+    method: &str,
+    name: Option<&str>,
+    mut params: Value,
+    capabilities: Value,
+) -> Value {
+    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "0"}});
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let mut request = reqwest::Client::new()
         .post(mcp_url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("authorization", format!("Bearer {}", super::TOKEN))
         .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "create_workspace")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+        .header("mcp-method", method);
+    if let Some(name) = name {
+        request = request.header("mcp-name", name);
+    }
+    let response = request.body(body.to_string()).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    // The answer is JSON, or an SSE stream whose last data line is the response.
+    assert!(
+        response.headers().get("mcp-session-id").is_none(),
+        "stateless"
+    );
     let text = response.text().await.unwrap();
     let data = text
         .lines()
@@ -230,7 +237,21 @@ pub async fn stateless_create(mcp_url: &str, arguments: Value) -> Value {
         .rfind(|l| !l.trim().is_empty())
         .map(str::to_owned)
         .unwrap_or(text);
-    let message: Value = serde_json::from_str(&data).unwrap();
+    serde_json::from_str(&data).unwrap()
+}
+
+/// One stateless `tools/call` of create_workspace (protocol 2026-07-28: no session, the
+/// client's details in `_meta`) as alice; returns the structured result.
+pub async fn stateless_create(mcp_url: &str, arguments: Value) -> Value {
+    let params = json!({"name": "create_workspace", "arguments": arguments});
+    let message = stateless_request(
+        mcp_url,
+        "tools/call",
+        Some("create_workspace"),
+        params,
+        json!({}),
+    )
+    .await;
     message["result"]["structuredContent"].clone()
 }
 
