@@ -717,3 +717,236 @@ async fn client_registrations_are_limited_per_address() {
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["error"], "temporarily_unavailable", "{answer}");
 }
+
+/// Client metadata documents served on loopback, each path with its status, headers and
+/// body; counts the fetches per path.
+struct DocumentHost {
+    base: String,
+    fetches: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+type Documents = HashMap<String, (u16, Vec<(&'static str, String)>, String)>;
+
+impl DocumentHost {
+    async fn start(documents: impl FnOnce(&str) -> Documents) -> DocumentHost {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let documents = std::sync::Arc::new(documents(&base));
+        let fetches = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let counted = fetches.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let documents = documents.clone();
+            let counted = counted.clone();
+            async move {
+                *counted
+                    .lock()
+                    .unwrap()
+                    .entry(uri.path().to_owned())
+                    .or_insert(0) += 1;
+                let Some((status, headers, body)) = documents.get(uri.path()) else {
+                    return axum::response::Response::builder()
+                        .status(404)
+                        .body(axum::body::Body::empty())
+                        .unwrap();
+                };
+                let mut response = axum::response::Response::builder().status(*status);
+                for (name, value) in headers {
+                    response = response.header(*name, value);
+                }
+                response.body(axum::body::Body::from(body.clone())).unwrap()
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        DocumentHost { base, fetches }
+    }
+
+    fn fetches(&self, path: &str) -> usize {
+        self.fetches.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+impl OAuth {
+    /// `/authorize` for `client_id` that must be refused to the user: the page's text.
+    async fn authorize_refused(&self, client_id: &str) -> String {
+        let response = self
+            .client
+            .get(self.authorize_url(&[
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", CLIENT_REDIRECT),
+                ("code_challenge", &s256(&"v".repeat(50))),
+                ("code_challenge_method", "S256"),
+            ]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{client_id}");
+        self.body(response).await
+    }
+}
+
+#[tokio::test]
+async fn clients_identified_by_a_metadata_document_sign_in_without_registering() {
+    let env = Env::new().await;
+    let json_doc = |body: Value| {
+        (
+            200,
+            vec![
+                ("content-type", "application/json".to_owned()),
+                ("cache-control", "public, max-age=600".to_owned()),
+            ],
+            body.to_string(),
+        )
+    };
+    let host = DocumentHost::start(|base| {
+        let doc = |path: &str, extra: Value| {
+            let mut body = json!({
+                "client_id": format!("{base}{path}"),
+                "client_name": "Document client",
+                "redirect_uris": [CLIENT_REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "token_endpoint_auth_method": "none",
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            (path.to_owned(), json_doc(body))
+        };
+        HashMap::from([
+            doc("/client.json", json!({})),
+            doc(
+                "/other-id.json",
+                json!({"client_id": format!("{base}/client.json")}),
+            ),
+            doc(
+                "/secret.json",
+                json!({"token_endpoint_auth_method": "client_secret_basic"}),
+            ),
+            doc(
+                "/elsewhere.json",
+                json!({"redirect_uris": ["https://elsewhere.example/cb"]}),
+            ),
+            doc("/big.json", json!({"logo_uri": "x".repeat(6000)})),
+            (
+                "/moved.json".to_owned(),
+                (
+                    302,
+                    vec![("location", format!("{base}/client.json"))],
+                    String::new(),
+                ),
+            ),
+        ])
+    })
+    .await;
+    let oauth = OAuth::start(&env, &["--oauth-allow-private-client-metadata"]).await;
+    let server = oauth
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(server["client_id_metadata_document_supported"], true);
+
+    // No registration: the document's URL is the client id, through sign-in, tool calls,
+    // refresh and revocation.
+    let client_id = format!("{}/client.json", host.base);
+    let tokens = oauth.tokens(&client_id).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(oauth.mcp(Some(access)).await.status(), 200);
+    let second = oauth.tokens(&client_id).await;
+    assert_eq!(
+        host.fetches("/client.json"),
+        1,
+        "the document is cached for its max-age"
+    );
+    let (status, refreshed) = oauth
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", second["refresh_token"].as_str().unwrap()),
+        ])
+        .await;
+    assert_eq!(status, 200, "{refreshed}");
+    let refreshed_access = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(oauth.mcp(Some(refreshed_access)).await.status(), 200);
+    let revoked = oauth
+        .client
+        .post(format!("{}/revoke", oauth.public))
+        .form(&[
+            ("client_id", client_id.as_str()),
+            ("token", refreshed_access),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(oauth.mcp(Some(refreshed_access)).await.status(), 401);
+
+    // Documents the draft does not allow, each refused to the user with the reason.
+    for (path, why) in [
+        ("/other-id.json", "client_id equal to its own URL"),
+        ("/secret.json", "token_endpoint_auth_method none"),
+        ("/big.json", "larger than"),
+        ("/moved.json", "redirects are not followed"),
+        ("/missing.json", "404"),
+        (
+            "/elsewhere.json",
+            "redirect_uri is not one the client registered",
+        ),
+    ] {
+        let page = oauth
+            .authorize_refused(&format!("{}{path}", host.base))
+            .await;
+        assert!(page.contains(why), "{path}: {page}");
+    }
+    // A token request naming a document that cannot be used.
+    let (status, refused) = oauth
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &format!("{}/secret.json", host.base)),
+            ("refresh_token", "cwm_rt_nothing"),
+        ])
+        .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+}
+
+#[tokio::test]
+async fn metadata_documents_are_fetched_only_from_public_https_addresses() {
+    let env = Env::new().await;
+    let host = DocumentHost::start(|_| HashMap::new()).await;
+    let port = host.base.rsplit(':').next().unwrap().to_owned();
+    let oauth = OAuth::start(&env, &[]).await;
+    for (client_id, why) in [
+        (format!("{}/client.json", host.base), "must use https"),
+        (
+            format!("https://127.0.0.1:{port}/client.json"),
+            "must name a public host, not 127.0.0.1",
+        ),
+        (
+            format!("https://localhost:{port}/client.json"),
+            "not public",
+        ),
+        ("https://example.com/".to_owned(), "must have a path"),
+    ] {
+        let page = oauth.authorize_refused(&client_id).await;
+        assert!(page.contains(why), "{client_id}: {page}");
+    }
+    assert_eq!(
+        host.fetches.lock().unwrap().len(),
+        0,
+        "nothing was fetched from loopback"
+    );
+
+    let off = OAuth::start(&env, &["--no-client-metadata-documents"]).await;
+    let server = off
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(server["client_id_metadata_document_supported"], false);
+    let page = off
+        .authorize_refused("https://client.example.com/client.json")
+        .await;
+    assert!(
+        page.contains("does not take client metadata documents"),
+        "{page}"
+    );
+}

@@ -260,6 +260,16 @@ pub struct ServeArgs {
     /// known another way.
     #[arg(long, help_heading = "OAuth")]
     pub no_client_registration: bool,
+    /// Turn off Client ID Metadata Documents: by default a client may use the https URL of
+    /// a JSON document describing it as its client_id, with no registration (the MCP
+    /// authorization spec's preferred way); this server then fetches that URL (https only,
+    /// public addresses only, no redirects, 5 KiB at most).
+    #[arg(long, help_heading = "OAuth")]
+    pub no_client_metadata_documents: bool,
+    /// Fetch client metadata documents over http and from loopback and private addresses.
+    /// Hidden: for tests only (it opens the server to request forgery).
+    #[arg(long, hide = true)]
+    pub oauth_allow_private_client_metadata: bool,
     /// Client registrations a client address may make per hour (registration is open to
     /// anyone, as RFC 7591 and MCP expect; beyond it, 429 with Retry-After). Behind a
     /// reverse proxy every registration comes from the proxy: raise it (0: no limit).

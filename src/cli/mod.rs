@@ -199,6 +199,8 @@ fn oauth_config(args: &ServeArgs) -> anyhow::Result<Option<crate::http::oauth::O
                 coder_client_secret: secret,
                 key,
                 registration: !args.no_client_registration,
+                client_metadata_documents: !args.no_client_metadata_documents,
+                allow_private_client_metadata: args.oauth_allow_private_client_metadata,
                 registrations_per_hour: args.max_registrations,
                 access_token_lifetime: args.oauth_access_token_lifetime,
                 refresh_token_lifetime: args.oauth_refresh_token_lifetime,

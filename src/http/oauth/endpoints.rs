@@ -14,13 +14,14 @@ use base64::Engine;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use super::cimd::is_document_url;
 use super::crypto::{hash, random_token, s256, valid_pkce};
 use super::{
     ACCESS_PREFIX, BearerError, CODE_LIFETIME, CODE_PREFIX, ClientData, CodeData, CoderTokenError,
     GrantData, OAuthServer, PENDING_LIFETIME, PendingData, REFRESH_PREFIX, TokenData, coder_expiry,
     lifetime_secs,
 };
-use crate::store::{OAuthRow, OAuthTable};
+use crate::store::{OAuthRow, OAuthTable, StoreError};
 
 type Params = HashMap<String, String>;
 type Shared = Arc<OAuthServer>;
@@ -28,7 +29,7 @@ type Shared = Arc<OAuthServer>;
 /// Largest OAuth request body (a registration or a token request is well under 1 KiB).
 const MAX_FORM: usize = 64 * 1024;
 /// Most redirect URIs a client may register, and the longest one.
-const MAX_REDIRECT_URIS: usize = 10;
+pub(super) const MAX_REDIRECT_URIS: usize = 10;
 const MAX_URI_LEN: usize = 2048;
 
 /// The OAuth routes.
@@ -201,6 +202,9 @@ async fn authorization_server(State(server): State<Shared>) -> Response {
     if server.config.registration {
         metadata["registration_endpoint"] = json!(format!("{base}/register"));
     }
+    // The MCP authorization spec's preferred registration: clients that see this use
+    // their document's URL as client_id and need not register.
+    metadata["client_id_metadata_document_supported"] = json!(server.documents.is_some());
     json_answer(StatusCode::OK, &metadata)
 }
 
@@ -208,7 +212,7 @@ async fn authorization_server(State(server): State<Shared>) -> Response {
 
 /// Whether a client may be sent back to `uri`: https, http on loopback only, or a
 /// custom scheme (native apps), never a scheme that runs or reads something.
-fn valid_redirect_uri(uri: &str) -> Result<(), String> {
+pub(super) fn valid_redirect_uri(uri: &str) -> Result<(), String> {
     if uri.len() > MAX_URI_LEN {
         return Err("a redirect URI is too long".into());
     }
@@ -233,7 +237,7 @@ fn valid_redirect_uri(uri: &str) -> Result<(), String> {
     }
 }
 
-fn strings(value: &Value, field: &str) -> Result<Option<Vec<String>>, String> {
+pub(super) fn strings(value: &Value, field: &str) -> Result<Option<Vec<String>>, String> {
     match value.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => items
@@ -385,14 +389,30 @@ async fn register(
     json_answer(StatusCode::CREATED, &answer)
 }
 
-async fn load_client(
-    server: &OAuthServer,
-    client_id: &str,
-) -> Result<Option<ClientData>, Response> {
+/// Why a client cannot be used.
+enum ClientError {
+    /// Said to the user (at `/authorize`) or the client (`invalid_client`) as is.
+    Unusable(String),
+    Store(StoreError),
+}
+
+/// A registered client, or the client a metadata document URL describes.
+async fn load_client(server: &OAuthServer, client_id: &str) -> Result<ClientData, ClientError> {
+    if is_document_url(client_id) {
+        return match &server.documents {
+            Some(documents) => documents.client(client_id).await.map_err(ClientError::Unusable),
+            None => Err(ClientError::Unusable(
+                "this server does not take client metadata documents (--no-client-metadata-documents); register the client".into(),
+            )),
+        };
+    }
     match server.store.oauth_get(OAuthTable::Clients, client_id).await {
-        Ok(Some(row)) => Ok(serde_json::from_str(&row.data).ok()),
-        Ok(None) => Ok(None),
-        Err(e) => Err(server_error(e)),
+        Ok(Some(row)) => serde_json::from_str(&row.data)
+            .map_err(|_| ClientError::Unusable("the client's registration cannot be read".into())),
+        Ok(None) => Err(ClientError::Unusable(
+            "unknown client_id (register the client again)".into(),
+        )),
+        Err(e) => Err(ClientError::Store(e)),
     }
 }
 
@@ -406,14 +426,9 @@ async fn authorize(State(server): State<Shared>, Query(query): Query<Params>) ->
         return error_page(StatusCode::BAD_REQUEST, "client_id is missing");
     };
     let client = match load_client(&server, client_id).await {
-        Ok(Some(client)) => client,
-        Ok(None) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "unknown client_id (register the client again)",
-            );
-        }
-        Err(response) => return response,
+        Ok(client) => client,
+        Err(ClientError::Unusable(why)) => return error_page(StatusCode::BAD_REQUEST, &why),
+        Err(ClientError::Store(e)) => return server_error(e),
     };
     let redirect_uri = match get("redirect_uri") {
         Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.to_owned(),
@@ -677,9 +692,10 @@ async fn authenticate_client(
             None => return Err(invalid("client authentication is missing (client_id)")),
         },
     };
-    let client = match load_client(server, &client_id).await? {
-        Some(client) => client,
-        None => return Err(invalid("unknown client")),
+    let client = match load_client(server, &client_id).await {
+        Ok(client) => client,
+        Err(ClientError::Unusable(why)) => return Err(invalid(&why)),
+        Err(ClientError::Store(e)) => return Err(server_error(e)),
     };
     match (&client.secret_hash, secret) {
         (None, _) => {}
@@ -848,16 +864,19 @@ async fn issue_tokens(
             .await
             .map_err(|e| e.to_string())?;
     }
-    let client_row = OAuthRow {
-        grant_id: None,
-        data: serde_json::to_string(client).map_err(|e| e.to_string())?,
-        expires_at: renewed,
-    };
-    server
-        .store
-        .oauth_put(OAuthTable::Clients, client_id, &client_row)
-        .await
-        .map_err(|e| e.to_string())?;
+    // (A client described by a metadata document is not stored: its document is.)
+    if !is_document_url(client_id) {
+        let client_row = OAuthRow {
+            grant_id: None,
+            data: serde_json::to_string(client).map_err(|e| e.to_string())?,
+            expires_at: renewed,
+        };
+        server
+            .store
+            .oauth_put(OAuthTable::Clients, client_id, &client_row)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok(json_answer(
         StatusCode::OK,
         &json!({

@@ -20,6 +20,7 @@
 //! Coder token refreshed before it expires. The Coder token never reaches the MCP client
 //! and our tokens never reach Coder.
 
+mod cimd;
 mod crypto;
 mod endpoints;
 
@@ -59,6 +60,10 @@ pub struct OAuthConfig {
     pub key: SealKey,
     /// RFC 7591 dynamic client registration at `/register`.
     pub registration: bool,
+    /// Clients identified by the URL of their metadata document (no registration).
+    pub client_metadata_documents: bool,
+    /// Fetch metadata documents over http and from non-public addresses (tests only).
+    pub allow_private_client_metadata: bool,
     /// Registrations per client address and hour (0: no limit).
     pub registrations_per_hour: u32,
     pub access_token_lifetime: Duration,
@@ -225,12 +230,13 @@ pub struct OAuthServer {
     /// grant → its Coder identity and when its Coder token expires.
     identities: moka::future::Cache<String, (Arc<Identity>, Option<i64>)>,
     registrations: RegistrationLimit,
+    /// `None` with `--no-client-metadata-documents`.
+    documents: Option<cimd::ClientDocuments>,
 }
 
 impl OAuthServer {
     pub fn new(config: OAuthConfig, store: Store, coder: CoderClient) -> OAuthServer {
         OAuthServer {
-            config,
             store,
             coder,
             identities: moka::future::Cache::builder()
@@ -238,6 +244,10 @@ impl OAuthServer {
                 .time_to_live(IDENTITY_TTL)
                 .build(),
             registrations: RegistrationLimit::default(),
+            documents: config
+                .client_metadata_documents
+                .then(|| cimd::ClientDocuments::new(config.allow_private_client_metadata)),
+            config,
         }
     }
 
