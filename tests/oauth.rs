@@ -950,3 +950,78 @@ async fn metadata_documents_are_fetched_only_from_public_https_addresses() {
         "{page}"
     );
 }
+
+/// Coder answers 403 to every OAuth2 route while its `oauth2` experiment is off: `serve`
+/// says so at start (and does not start), and a sign-in while it is off goes back to the
+/// client with the reason instead of ending on Coder's error.
+#[tokio::test]
+async fn a_coder_without_its_oauth2_provider_is_named_at_start_and_at_sign_in() {
+    let env = Env::new().await;
+    env.sim.set_oauth_provider_enabled(false);
+    let (id, secret) = env
+        .sim
+        .register_oauth_app("coder-workspace-mcp", "http://127.0.0.1:9/callback");
+    let store = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--public-url", "http://127.0.0.1:9"])
+        .env("CODER_URL", env.sim.url())
+        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
+        .env("CODER_MCP_OAUTH_CLIENT_ID", id)
+        .env("CODER_MCP_OAUTH_CLIENT_SECRET", secret)
+        .env("CODER_MCP_OAUTH_KEY", KEY)
+        .env("CODER_MCP_STORE", store.path().join("store.db"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not serve OAuth2 sign-in")
+            && stderr.contains("403 Forbidden")
+            && stderr.contains("requires enabling the 'oauth2' experiment")
+            && stderr.contains("CODER_EXPERIMENTS=oauth2"),
+        "{stderr}"
+    );
+
+    // Coder cannot be asked at start (a warning, and it starts); the experiment is then
+    // found off at the first sign-in, and on again at the next.
+    env.sim.set_oauth_provider_enabled(true);
+    env.sim.inject_fault(coder_workspace_sim::Fault::new(
+        http::Method::GET,
+        "/.well-known/oauth-authorization-server",
+        503,
+    ));
+    let oauth = OAuth::start(&env, &[]).await;
+    oauth
+        .http
+        .wait_for_log("could not check Coder's OAuth2 provider")
+        .await;
+    let client_id = oauth.public_client().await;
+    env.sim.set_oauth_provider_enabled(false);
+    let params = [
+        ("response_type", "code"),
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", CLIENT_REDIRECT),
+        ("code_challenge", &s256(&"v".repeat(50))),
+        ("code_challenge_method", "S256"),
+        ("state", "st"),
+    ];
+    let back = query_of(&oauth.follow(&oauth.authorize_url(&params)).await);
+    assert_eq!(back["error"], "server_error");
+    assert_eq!(back["state"], "st");
+    assert!(
+        back["error_description"].contains("the `oauth2` experiment"),
+        "{back:?}"
+    );
+    env.sim.set_oauth_provider_enabled(true);
+    let tokens = oauth.tokens(&client_id).await;
+    assert_eq!(
+        oauth
+            .mcp(Some(tokens["access_token"].as_str().unwrap()))
+            .await
+            .status(),
+        200
+    );
+}

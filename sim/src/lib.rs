@@ -481,6 +481,15 @@ impl SimCoder {
         self.inner.update_quiet(|st| st.oauth.dcr_enabled = enabled);
     }
 
+    /// Coder's `oauth2` experiment (on by default here): while off, every OAuth2 route
+    /// (the metadata documents, `/oauth2/*`, `/api/v2/oauth2-provider/*`) answers 403
+    /// "OAuth2 Provider functionality requires enabling the 'oauth2' experiment.", as
+    /// `httpmw.RequireExperiment` does.
+    pub fn set_oauth_provider_enabled(&self, enabled: bool) {
+        self.inner
+            .update_quiet(|st| st.oauth.provider_enabled = enabled);
+    }
+
     /// The lifetime of access tokens issued from now on (24 h by default, Coder's
     /// default session lifetime; refresh tokens live 30 days).
     pub fn set_oauth_token_lifetime(&self, lifetime: Duration) {

@@ -21,7 +21,8 @@
 //!
 //! Simplifications: every signed-in user may register apps (the simulator has no
 //! admin role); scopes are ignored (every token has full access, as in the docs); the
-//! `oauth2` experiment is always on; RFC 7592 (`/oauth2/clients/{id}`) and
+//! `oauth2` experiment is on unless [`crate::SimCoder::set_oauth_provider_enabled`]
+//! turns it off; RFC 7592 (`/oauth2/clients/{id}`) and
 //! `DELETE /oauth2/tokens` are not served.
 
 use std::sync::Arc;
@@ -94,6 +95,8 @@ pub(crate) struct OAuthState {
     /// The user whose browser session `/oauth2/authorize` sees.
     pub signed_in: Option<Uuid>,
     pub dcr_enabled: bool,
+    /// Coder's `oauth2` experiment: while off, every OAuth2 route answers 403.
+    pub provider_enabled: bool,
     pub token_lifetime: Duration,
     pub refresh_lifetime: Duration,
 }
@@ -106,6 +109,7 @@ impl Default for OAuthState {
             keys: Vec::new(),
             signed_in: None,
             dcr_enabled: false,
+            provider_enabled: true,
             // Coder's default session lifetime; refresh tokens outlive access tokens.
             token_lifetime: Duration::hours(24),
             refresh_lifetime: Duration::days(30),

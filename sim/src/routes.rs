@@ -263,7 +263,10 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
     let json_body: Option<Value> = serde_json::from_slice(&bytes).ok();
 
     let access = inner.url();
-    let (seq, fault, auth) = inner.update_quiet(|st| {
+    let oauth_route = path.starts_with("/oauth2/")
+        || path.starts_with("/.well-known/oauth-")
+        || path.starts_with("/api/v2/oauth2-provider/");
+    let (seq, fault, auth, provider_off) = inner.update_quiet(|st| {
         let auth = token.as_deref().map(|t| st.authenticate(t, &access));
         let seq = st.record_request(RecordedRequest {
             method: method.to_string(),
@@ -288,7 +291,7 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
                 )
             });
         st.faults.retain(|f| f.times > 0);
-        (seq, fault, auth)
+        (seq, fault, auth, oauth_route && !st.oauth.provider_enabled)
     });
 
     // A held request waits here, unprocessed, like a slow Coder.
@@ -317,6 +320,13 @@ async fn front_door(State(inner): State<AppState>, req: Request, next: Next) -> 
     };
     let response = if let Some(fault) = early_fault {
         fault_response(fault)
+    } else if provider_off {
+        // httpmw.RequireExperiment, in front of every OAuth2 route.
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "OAuth2 Provider functionality requires enabling the 'oauth2' experiment.",
+        )
+        .into_response()
     } else if needs_auth && !matches!(auth, Some(Auth::User { .. })) {
         let refused = match &auth {
             None => ApiError::new(StatusCode::UNAUTHORIZED, SIGNED_OUT).detail(format!(

@@ -197,6 +197,15 @@ pub async fn serve(
     // credential, browsers reach them by navigation, and browser-based clients call
     // /token cross-origin; their bodies are limited on their own.
     if let Some(server) = oauth {
+        // A Coder without its OAuth2 provider cannot sign anyone in: better to say so at
+        // start than on every user's sign-in. (An unreachable Coder is asked again then.)
+        match server.coder_provider().await {
+            oauth::ProviderStatus::Ready => {}
+            oauth::ProviderStatus::Off(why) => anyhow::bail!("--public-url: {why}"),
+            oauth::ProviderStatus::Unreachable(why) => {
+                tracing::warn!(%why, "could not check Coder's OAuth2 provider; sign-ins check it again");
+            }
+        }
         tracing::info!(issuer = %server.config().public_url, resource = %server.config().resource(), "OAuth authorization server on (sign-in through Coder)");
         router = router.merge(oauth::router(server));
     }

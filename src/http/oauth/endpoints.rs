@@ -466,6 +466,22 @@ async fn authorize(State(server): State<Shared>, Query(query): Query<Params>) ->
             "resource must be this server's MCP endpoint",
         );
     }
+    // Sending the user to a Coder that does not serve OAuth2 would end the sign-in on
+    // Coder's bare error: say why here, to the client (and the user through it).
+    match server.coder_provider().await {
+        super::ProviderStatus::Ready => {}
+        super::ProviderStatus::Off(why) => {
+            tracing::error!(%why, "a sign-in was refused: Coder's OAuth2 provider is off");
+            return refuse("server_error", &why);
+        }
+        super::ProviderStatus::Unreachable(why) => {
+            tracing::warn!(%why, "a sign-in was refused: Coder could not be reached");
+            return refuse(
+                "temporarily_unavailable",
+                "Coder could not be reached; try again shortly",
+            );
+        }
+    }
     let (our_state, verifier) = match (random_token(32), random_token(48)) {
         (Ok(s), Ok(v)) => (s, v),
         (Err(e), _) | (_, Err(e)) => return server_error(e),

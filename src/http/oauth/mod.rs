@@ -232,6 +232,30 @@ pub struct OAuthServer {
     registrations: RegistrationLimit,
     /// `None` with `--no-client-metadata-documents`.
     documents: Option<cimd::ClientDocuments>,
+    /// Coder's OAuth2 provider as last seen, and until when that is reused.
+    provider: parking_lot::Mutex<Option<(ProviderStatus, tokio::time::Instant)>>,
+}
+
+/// Whether Coder serves its OAuth2 provider (its `oauth2` experiment is on).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProviderStatus {
+    Ready,
+    /// Coder answered, but not with its OAuth2 metadata: the reason, for the admin.
+    Off(String),
+    /// Coder could not be asked.
+    Unreachable(String),
+}
+
+impl ProviderStatus {
+    /// How long this answer is reused: a working provider rarely goes away; one that is
+    /// off may be turned on by the admin any moment, and an unreachable Coder may be back,
+    /// so those are asked again at the next sign-in (a navigation by a person: rare).
+    fn lifetime(&self) -> Duration {
+        match self {
+            ProviderStatus::Ready => Duration::from_secs(300),
+            ProviderStatus::Off(_) | ProviderStatus::Unreachable(_) => Duration::ZERO,
+        }
+    }
 }
 
 impl OAuthServer {
@@ -248,7 +272,62 @@ impl OAuthServer {
                 .client_metadata_documents
                 .then(|| cimd::ClientDocuments::new(config.allow_private_client_metadata)),
             config,
+            provider: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Whether Coder serves its OAuth2 provider, from its RFC 8414 metadata: Coder answers
+    /// 403 ("… requires enabling the 'oauth2' experiment") to every OAuth2 route while its
+    /// `oauth2` experiment is off, and without it every sign-in would end on Coder's error.
+    pub async fn coder_provider(&self) -> ProviderStatus {
+        let now = tokio::time::Instant::now();
+        if let Some((status, until)) = &*self.provider.lock()
+            && *until > now
+        {
+            return status.clone();
+        }
+        let status = self.ask_coder_provider().await;
+        *self.provider.lock() = Some((status.clone(), now + status.lifetime()));
+        status
+    }
+
+    async fn ask_coder_provider(&self) -> ProviderStatus {
+        let base = self.coder.base_url();
+        let url = format!("{base}/.well-known/oauth-authorization-server");
+        let response = match self
+            .coder
+            .http()
+            .get(&url)
+            .timeout(CODER_TIMEOUT)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => return ProviderStatus::Unreachable(format!("{url}: {e}")),
+        };
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        if status.is_server_error() {
+            return ProviderStatus::Unreachable(format!("{url} answered {status}"));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if status.is_success() && json.get("authorization_endpoint").is_some() {
+            return ProviderStatus::Ready;
+        }
+        // Coder's errors say why in `message` (and sometimes `detail`).
+        let said: Vec<&str> = ["message", "detail"]
+            .iter()
+            .filter_map(|field| json.get(field).and_then(serde_json::Value::as_str))
+            .filter(|text| !text.is_empty())
+            .collect();
+        let said = if said.is_empty() {
+            String::new()
+        } else {
+            format!(": {:?}", crate::quote::shorten(&said.join(" — "), 300))
+        };
+        ProviderStatus::Off(format!(
+            "Coder at {base} does not serve OAuth2 sign-in (its /.well-known/oauth-authorization-server answered {status}{said}); the Coder admin enables it with the `oauth2` experiment (CODER_EXPERIMENTS=oauth2)"
+        ))
     }
 
     /// Counts a registration from `address`: `Err(retry_after)` when it is over
