@@ -1025,3 +1025,56 @@ async fn a_coder_without_its_oauth2_provider_is_named_at_start_and_at_sign_in() 
         200
     );
 }
+
+/// A call that outlives its sign-in's Coder token (expired mid-build, or refreshed by
+/// another request or replica, which makes Coder delete it) goes on with the renewed
+/// token instead of failing on Coder's 401.
+#[tokio::test]
+async fn a_call_that_outlives_its_coder_token_finishes_with_the_renewed_one() {
+    let env = Env::new().await;
+    env.sim
+        .set_build_plan(env.docker.id, coder_workspace_sim::BuildPlan::held());
+    // Polling: every step of the wait is a Coder request made with the call's token
+    // (a watch stream opened before the expiry would carry the build to its end).
+    let oauth = OAuth::start(&env, &["--watch-mode", "polling"]).await;
+    let client_id = oauth.public_client().await;
+    let tokens = oauth.tokens(&client_id).await;
+    let mcp = Server::http(
+        &oauth.http.mcp_url(),
+        tokens["access_token"].as_str().unwrap(),
+        &[],
+    )
+    .await
+    .unwrap();
+    let call = mcp
+        .start_call(
+            "create_workspace",
+            json!({"template_id": env.docker.id, "name": "outlives"}),
+        )
+        .await;
+    env.sim.wait_until(|v| v.held_builds() == 1).await;
+    let issued = env.sim.oauth_access_tokens();
+    env.sim.expire_oauth_tokens();
+    env.sim.release_builds();
+    let answer = common::bounded("the create", call.await_response())
+        .await
+        .expect("tools/call");
+    let rmcp::model::ServerResult::CallToolResult(result) = answer else {
+        panic!("not a tool result: {answer:?}")
+    };
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    let out = structured(&result);
+    assert_eq!(out["workspace_name"], "outlives");
+    assert_eq!(out["created"], true);
+    assert_eq!(env.workspaces().len(), 1);
+    let now = env.sim.oauth_access_tokens();
+    assert!(
+        now.iter().any(|t| !issued.contains(t)),
+        "the grant's Coder token was refreshed during the call"
+    );
+    oauth
+        .http
+        .wait_for_log("Coder refused the sign-in's token; sending with its renewed one")
+        .await;
+    mcp.finish().await;
+}

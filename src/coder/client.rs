@@ -13,7 +13,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use super::error::CoderError;
-use super::token::SessionToken;
+use super::token::{LiveToken, SessionToken};
 use super::types::*;
 
 /// The header Coder reads the session token from (`CoderSessionToken` in the spec).
@@ -48,7 +48,7 @@ impl Default for RetryPolicy {
 #[derive(Clone)]
 pub struct CoderClient {
     base: String,
-    token: SessionToken,
+    token: Credential,
     http: reqwest::Client,
     retry: RetryPolicy,
     request_timeout: Duration,
@@ -56,6 +56,13 @@ pub struct CoderClient {
     deadline: Option<tokio::time::Instant>,
     /// What never changes once a template version exists, shared by every user's client.
     versions: VersionCache,
+}
+
+/// The token requests carry: one fixed token, or a sign-in's current one.
+#[derive(Clone)]
+enum Credential {
+    Fixed(SessionToken),
+    Live(Arc<LiveToken>),
 }
 
 /// A template version's rich parameters and presets, which Coder never changes once the
@@ -93,7 +100,7 @@ impl std::fmt::Debug for CoderClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CoderClient")
             .field("base", &self.base)
-            .field("token", &self.token)
+            .field("token", &self.token())
             .finish()
     }
 }
@@ -112,7 +119,7 @@ impl CoderClient {
             })?;
         Ok(Self {
             base,
-            token,
+            token: Credential::Fixed(token),
             http,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(30),
@@ -133,7 +140,15 @@ impl CoderClient {
     /// The same deployment seen with another user's token (shares the connection pool).
     pub fn with_token(&self, token: SessionToken) -> Self {
         Self {
-            token,
+            token: Credential::Fixed(token),
+            ..self.clone()
+        }
+    }
+
+    /// The same deployment seen with a sign-in's token that may change during a call.
+    pub fn with_live_token(&self, token: Arc<LiveToken>) -> Self {
+        Self {
+            token: Credential::Live(token),
             ..self.clone()
         }
     }
@@ -143,8 +158,12 @@ impl CoderClient {
         &self.base
     }
 
-    pub fn token(&self) -> &SessionToken {
-        &self.token
+    /// The token to send now.
+    pub fn token(&self) -> SessionToken {
+        match &self.token {
+            Credential::Fixed(token) => token.clone(),
+            Credential::Live(live) => live.current(),
+        }
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -161,12 +180,12 @@ impl CoderClient {
         format!("{}/@{}/{}", self.base, owner, workspace)
     }
 
-    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    fn request_with(&self, token: &SessionToken, method: Method, path: &str) -> RequestBuilder {
         let mut request = self
             .http
             .request(method, self.api_url(path))
             .timeout(self.request_timeout);
-        if let Ok(mut token) = reqwest::header::HeaderValue::from_str(self.token.expose()) {
+        if let Ok(mut token) = reqwest::header::HeaderValue::from_str(token.expose()) {
             // Sensitive headers are left out of the `Debug` output of requests.
             token.set_sensitive(true);
             request = request.header(SESSION_TOKEN_HEADER, token);
@@ -346,7 +365,29 @@ impl CoderClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, CoderError> {
-        let mut request = self.request(method.clone(), path);
+        let token = self.token();
+        let answer = self.send_with(&token, method.clone(), path, body).await;
+        // A sign-in's token may have been refreshed (and the one used deleted by Coder)
+        // since this call began: once more with the current one. Coder checks the token
+        // before doing anything, so even a POST refused with 401 did nothing.
+        if let (Err(err), Credential::Live(live)) = (&answer, &self.token)
+            && err.status() == Some(401)
+            && let Some(newer) = live.renewed(&token).await
+        {
+            tracing::debug!(%method, %path, "Coder refused the sign-in's token; sending with its renewed one");
+            return self.send_with(&newer, method, path, body).await;
+        }
+        answer
+    }
+
+    async fn send_with<T: DeserializeOwned, B: Serialize>(
+        &self,
+        token: &SessionToken,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, CoderError> {
+        let mut request = self.request_with(token, method.clone(), path);
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -9,7 +9,7 @@ pub use client::CoderClient;
 pub use coder_api as types;
 pub use error::CoderError;
 pub use streams::{BuildLogFollower, WatchConfig, WorkspaceWatch};
-pub use token::SessionToken;
+pub use token::{LiveToken, SessionToken};
 
 /// A Coder user, and the client that acts as them (their own token).
 #[derive(Debug)]

@@ -54,6 +54,48 @@ impl fmt::Display for SessionToken {
     }
 }
 
+/// Finds the token to use after Coder refused `used` (see [`LiveToken`]).
+pub type Renew = Box<
+    dyn Fn(SessionToken) -> futures::future::BoxFuture<'static, Option<SessionToken>> + Send + Sync,
+>;
+
+/// A sign-in's Coder token that changes while calls use it: an OAuth grant's, which is
+/// refreshed (and Coder deletes the one before) while a build is being waited on, here or
+/// on another replica. Calls holding it send its current value with every request, and
+/// a request Coder refuses (401) asks `renew` for a newer one and is sent once more.
+pub struct LiveToken {
+    current: parking_lot::RwLock<SessionToken>,
+    renew: Renew,
+}
+
+impl LiveToken {
+    pub fn new(token: SessionToken, renew: Renew) -> LiveToken {
+        LiveToken {
+            current: parking_lot::RwLock::new(token),
+            renew,
+        }
+    }
+
+    pub fn current(&self) -> SessionToken {
+        self.current.read().clone()
+    }
+
+    pub fn set(&self, token: SessionToken) {
+        *self.current.write() = token;
+    }
+
+    /// Coder refused `used`: the token to send instead, if there is another.
+    pub async fn renewed(&self, used: &SessionToken) -> Option<SessionToken> {
+        let current = self.current();
+        if current != *used {
+            return Some(current);
+        }
+        let newer = (self.renew)(used.clone()).await?;
+        self.set(newer.clone());
+        (newer != *used).then_some(newer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

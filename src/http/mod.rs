@@ -128,13 +128,9 @@ pub async fn serve(
     // then on a SIGTERM drains gracefully instead of killing the process.
     let signals = Signals::install()?;
     let shutdown = CancellationToken::new();
-    let oauth = options.oauth.map(|config| {
-        Arc::new(oauth::OAuthServer::new(
-            config,
-            engine.store().clone(),
-            coder.clone(),
-        ))
-    });
+    let oauth = options
+        .oauth
+        .map(|config| oauth::OAuthServer::new(config, engine.store().clone(), coder.clone()));
     let app = Arc::new(App {
         auth: Authenticator::new(coder.clone(), options.shared, oauth.clone(), options.auth),
         coder,

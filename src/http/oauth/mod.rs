@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::coder::{CoderClient, Identity, SessionToken};
+use crate::coder::token::Renew;
+use crate::coder::{CoderClient, Identity, LiveToken, SessionToken};
 use crate::store::{OAuthRow, OAuthTable, Store, StoreError};
 pub use crypto::SealKey;
 pub use endpoints::router;
@@ -234,6 +235,11 @@ pub struct OAuthServer {
     documents: Option<cimd::ClientDocuments>,
     /// Coder's OAuth2 provider as last seen, and until when that is reused.
     provider: parking_lot::Mutex<Option<(ProviderStatus, tokio::time::Instant)>>,
+    /// grant → its current Coder token, shared by every call acting for it, so that a
+    /// call that outlives a refresh uses the new token.
+    live: moka::future::Cache<String, Arc<LiveToken>>,
+    /// Itself, for the renewals that live tokens ask for.
+    me: std::sync::Weak<OAuthServer>,
 }
 
 /// Whether Coder serves its OAuth2 provider (its `oauth2` experiment is on).
@@ -259,8 +265,8 @@ impl ProviderStatus {
 }
 
 impl OAuthServer {
-    pub fn new(config: OAuthConfig, store: Store, coder: CoderClient) -> OAuthServer {
-        OAuthServer {
+    pub fn new(config: OAuthConfig, store: Store, coder: CoderClient) -> Arc<OAuthServer> {
+        Arc::new_cyclic(|me| OAuthServer {
             store,
             coder,
             identities: moka::future::Cache::builder()
@@ -273,6 +279,46 @@ impl OAuthServer {
                 .then(|| cimd::ClientDocuments::new(config.allow_private_client_metadata)),
             config,
             provider: parking_lot::Mutex::new(None),
+            live: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(86_400))
+                .build(),
+            me: me.clone(),
+        })
+    }
+
+    /// The grant's live token, now `token`.
+    async fn live_token(&self, grant_id: &str, token: SessionToken) -> Arc<LiveToken> {
+        let live = self
+            .live
+            .get_with(grant_id.to_owned(), async {
+                Arc::new(LiveToken::new(token.clone(), self.renewer(grant_id)))
+            })
+            .await;
+        live.set(token);
+        live
+    }
+
+    fn renewer(&self, grant_id: &str) -> Renew {
+        let server = self.me.clone();
+        let grant_id = grant_id.to_owned();
+        Box::new(move |used| {
+            let server = server.clone();
+            let grant_id = grant_id.clone();
+            Box::pin(async move { server.upgrade()?.renew(&grant_id, &used).await })
+        })
+    }
+
+    /// Coder refused the grant's token `used` during a call: the store's current one
+    /// (another request or replica may have refreshed it), else a refreshed one.
+    async fn renew(&self, grant_id: &str, used: &SessionToken) -> Option<SessionToken> {
+        self.identities.invalidate(grant_id).await;
+        match self.resolve_coalesced(grant_id).await {
+            Ok((identity, _)) => Some(identity.client.token()).filter(|t| t != used),
+            Err(BearerError::Rejected(why) | BearerError::Unavailable(why)) => {
+                tracing::info!(grant = %grant_id, %why, "could not renew a sign-in's Coder token for a call");
+                None
+            }
         }
     }
 
@@ -413,12 +459,15 @@ impl OAuthServer {
             refreshed = true;
         }
         loop {
-            let client = self
-                .coder
-                .with_token(SessionToken::new(grant.coder_access.clone()));
+            // Checked with the token itself (a live token would renew on a 401, and the
+            // renewal comes back here).
+            let token = SessionToken::new(grant.coder_access.clone());
+            let client = self.coder.with_token(token.clone());
             match tokio::time::timeout(CODER_TIMEOUT, client.me_once()).await {
                 Err(_) => return Err(BearerError::Unavailable("Coder did not answer".into())),
                 Ok(Ok(user)) => {
+                    let live = self.live_token(grant_id, token).await;
+                    let client = self.coder.with_live_token(live);
                     return Ok((Arc::new(Identity { client, user }), grant.refresh_at()));
                 }
                 Ok(Err(err)) if matches!(err.status(), Some(401)) && !refreshed => {
@@ -577,6 +626,7 @@ impl OAuthServer {
         let grant = self.load_grant(grant_id).await.ok().map(|(grant, _)| grant);
         self.store.oauth_remove_grant(grant_id).await?;
         self.identities.invalidate(grant_id).await;
+        self.live.invalidate(grant_id).await;
         if let Some(grant) = grant {
             let base = self.coder.base_url();
             let answer = self
