@@ -1078,3 +1078,63 @@ async fn a_call_that_outlives_its_coder_token_finishes_with_the_renewed_one() {
         .await;
     mcp.finish().await;
 }
+
+/// Coder keeps one token per user and app, and deletes it when it issues another: two
+/// sign-ins of one Coder user (two MCP clients, or one signing in again) share the user's
+/// current Coder token instead of signing each other out, and the Coder token is revoked
+/// with the last of them.
+#[tokio::test]
+async fn sign_ins_of_one_coder_user_share_its_coder_token() {
+    let env = Env::new().await;
+    let mut oauth = OAuth::start(&env, &[]).await;
+    let first_client = oauth.public_client().await;
+    let second_client = oauth.public_client().await;
+    let first = oauth.tokens(&first_client).await;
+    // alice signs in again: Coder replaces her token for the app.
+    let second = oauth.tokens(&second_client).await;
+    assert_eq!(env.sim.oauth_access_tokens().len(), 1);
+
+    // Restarted (nothing cached: as another replica would see it), both sign-ins work.
+    let env_refs: Vec<(&str, &str)> = oauth.envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let addr = oauth.public.trim_start_matches("http://").to_owned();
+    oauth.http.kill().await;
+    oauth.http = HttpServer::spawn_on(
+        &addr,
+        &env.sim.url(),
+        &["--public-url", &oauth.public],
+        &env_refs,
+    )
+    .await;
+    let access = |tokens: &Value| tokens["access_token"].as_str().unwrap().to_owned();
+    for tokens in [&first, &second] {
+        let mcp = Server::http(&oauth.http.mcp_url(), &access(tokens), &[])
+            .await
+            .expect("the sign-in still works");
+        let listed = structured(&mcp.call("list_templates", json!({})).await);
+        assert_eq!(listed["templates"][0]["name"], "docker");
+        mcp.finish().await;
+    }
+
+    // Revoking one leaves the other working and the Coder token in place.
+    let revoke = |client_id: String, token: String| {
+        let oauth = &oauth;
+        async move {
+            let response = oauth
+                .client
+                .post(format!("{}/revoke", oauth.public))
+                .form(&[("client_id", client_id), ("token", token)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    };
+    revoke(first_client, access(&first)).await;
+    assert_eq!(oauth.mcp(Some(&access(&first))).await.status(), 401);
+    assert_eq!(oauth.mcp(Some(&access(&second))).await.status(), 200);
+    assert_eq!(env.sim.oauth_access_tokens().len(), 1, "still in use");
+    // The last one takes it with it, at Coder too.
+    revoke(second_client, access(&second)).await;
+    assert_eq!(oauth.mcp(Some(&access(&second))).await.status(), 401);
+    assert!(env.sim.oauth_access_tokens().is_empty(), "revoked at Coder");
+}

@@ -85,6 +85,9 @@ mod sql {
     pub fn remove_grant(table: &str) -> String {
         format!("DELETE FROM {table} WHERE grant_id = $1")
     }
+    pub fn count_linked(table: &str) -> String {
+        format!("SELECT COUNT(*) FROM {table} WHERE grant_id = $1 AND expires_at > $2")
+    }
     pub fn expire(table: &str) -> String {
         format!("DELETE FROM {table} WHERE expires_at <= $1")
     }
@@ -157,6 +160,22 @@ macro_rules! oauth_queries {
                     .await
                     .map_err(|e| self.error(e))?;
                 Ok(())
+            }
+
+            pub(super) async fn oauth_count_linked(
+                &self,
+                table: OAuthTable,
+                link: &str,
+                now: i64,
+            ) -> Result<u64, StoreError> {
+                let (count,): (i64,) =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql::count_linked(table.name())))
+                        .bind(link)
+                        .bind(now)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(|e| self.error(e))?;
+                Ok(u64::try_from(count).unwrap_or(0))
             }
 
             pub(super) async fn oauth_expire(&self, now: i64) -> Result<u64, StoreError> {
@@ -245,14 +264,47 @@ impl Store {
     pub async fn oauth_remove_grant(&self, grant_id: &str) -> Result<(), StoreError> {
         match &self.backend {
             super::Backend::Memory(m) => {
-                m.oauth.rows.lock().retain(|(table, key), row| {
-                    !(row.grant_id.as_deref() == Some(grant_id)
-                        || (*table == OAuthTable::Grants && key == grant_id))
-                });
+                // As the SQL does: codes and tokens by grant, the grant by key (a grant
+                // row's own grant column links it to its user's record, not to a grant).
+                m.oauth
+                    .rows
+                    .lock()
+                    .retain(|(table, key), row| !match table {
+                        OAuthTable::Codes | OAuthTable::Tokens => {
+                            row.grant_id.as_deref() == Some(grant_id)
+                        }
+                        OAuthTable::Grants => key == grant_id,
+                        OAuthTable::Clients | OAuthTable::Pending => false,
+                    });
                 Ok(())
             }
             super::Backend::Sqlite(s) => self.bounded(s.oauth_remove_grant(grant_id)).await,
             super::Backend::Postgres(s) => self.bounded(s.oauth_remove_grant(grant_id)).await,
+        }
+    }
+
+    /// How many live rows of `table` carry `link` in their grant column (the grants of one
+    /// Coder user's sign-in).
+    pub async fn oauth_count_linked(
+        &self,
+        table: OAuthTable,
+        link: &str,
+    ) -> Result<u64, StoreError> {
+        let now = self.now();
+        match &self.backend {
+            super::Backend::Memory(m) => Ok(m
+                .oauth
+                .rows
+                .lock()
+                .iter()
+                .filter(|((t, _), row)| {
+                    *t == table && row.grant_id.as_deref() == Some(link) && row.expires_at > now
+                })
+                .count() as u64),
+            super::Backend::Sqlite(s) => self.bounded(s.oauth_count_linked(table, link, now)).await,
+            super::Backend::Postgres(s) => {
+                self.bounded(s.oauth_count_linked(table, link, now)).await
+            }
         }
     }
 

@@ -617,15 +617,24 @@ async fn callback(State(server): State<Shared>, Query(query): Query<Params>) -> 
         }
     };
     let now = server.store.now();
-    let grant = GrantData {
-        client_id: pending.client_id.clone(),
+    let grant_expires = now.saturating_add(lifetime_secs(server.config.refresh_token_lifetime));
+    let record = GrantData {
         coder_expires_at: coder_expiry(&token, now),
         coder_refresh_at: super::refresh_point(coder_expiry(&token, now), now),
         coder_access: token.access_token,
         coder_refresh: token.refresh_token,
+        ..GrantData::default()
+    };
+    let user = match server.adopt_coder_token(&record, grant_expires).await {
+        Ok(user) => user,
+        Err(BearerError::Unavailable(e) | BearerError::Rejected(e)) => return server_error(e),
+    };
+    let grant = GrantData {
+        client_id: pending.client_id.clone(),
+        coder_user: Some(user),
+        ..GrantData::default()
     };
     let grant_id = uuid::Uuid::new_v4().to_string();
-    let grant_expires = now.saturating_add(lifetime_secs(server.config.refresh_token_lifetime));
     if let Err(BearerError::Unavailable(e) | BearerError::Rejected(e)) =
         server.save_grant(&grant_id, &grant, grant_expires).await
     {
@@ -870,16 +879,12 @@ async fn issue_tokens(
             .await
             .map_err(|e| e.to_string())?;
     }
-    // A used sign-in keeps its grant and client registration alive.
+    // A used sign-in keeps its grant (with the user's token) and client registration alive.
     let renewed = now.saturating_add(refresh_lifetime);
-    if let Ok(Some(mut row)) = server.store.oauth_get(OAuthTable::Grants, grant_id).await {
-        row.expires_at = renewed;
-        server
-            .store
-            .oauth_put(OAuthTable::Grants, grant_id, &row)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    server
+        .renew_grant(grant_id, renewed)
+        .await
+        .map_err(|e| e.to_string())?;
     // (A client described by a metadata document is not stored: its document is.)
     if !is_document_url(client_id) {
         let client_row = OAuthRow {

@@ -161,12 +161,24 @@ struct TokenData {
 }
 
 /// A user's sign-in through Coder, for one client (sealed: it holds the Coder token).
-#[derive(Clone, Serialize, Deserialize)]
+///
+/// Coder keeps one token per user and OAuth2 app, and deletes it when it issues another,
+/// so every sign-in of one Coder user shares one Coder token: the grant names the user
+/// (`coder_user`), and the token lives in a record of this same shape under
+/// [`user_record`]'s key, its grant column linking each of the user's grants to it.
+/// Grants stored before that hold their own token (`coder_user` absent).
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct GrantData {
     client_id: String,
+    /// The Coder user whose record holds the token (its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    coder_user: Option<String>,
+    #[serde(default)]
     coder_access: String,
+    #[serde(default)]
     coder_refresh: String,
     /// Unix seconds; `None` when Coder did not say.
+    #[serde(default)]
     coder_expires_at: Option<i64>,
     /// When to refresh it (unix seconds): [`REFRESH_MARGIN`] before it expires, or half way
     /// for a token that lives less than twice that. Absent in grants stored before it.
@@ -180,6 +192,11 @@ impl GrantData {
         self.coder_refresh_at
             .or_else(|| self.coder_expires_at.map(|at| at - REFRESH_MARGIN))
     }
+}
+
+/// The key of a Coder user's token record, among the grants.
+fn user_record(user_id: &str) -> String {
+    format!("coder-user:{user_id}")
 }
 
 /// When a Coder token that expires at `expires_at` (issued `now`) is to be refreshed:
@@ -309,14 +326,24 @@ impl OAuthServer {
         })
     }
 
-    /// Coder refused the grant's token `used` during a call: the store's current one
-    /// (another request or replica may have refreshed it), else a refreshed one.
-    async fn renew(&self, grant_id: &str, used: &SessionToken) -> Option<SessionToken> {
-        self.identities.invalidate(grant_id).await;
-        match self.resolve_coalesced(grant_id).await {
-            Ok((identity, _)) => Some(identity.client.token()).filter(|t| t != used),
+    /// Coder refused the token `used` of the record `key` during a call: the store's
+    /// current one (another sign-in, request or replica may have replaced or refreshed
+    /// it), else a refreshed one.
+    async fn renew(&self, key: &str, used: &SessionToken) -> Option<SessionToken> {
+        let renewed = async {
+            let (record, row) = self.load_grant(key).await?;
+            if record.coder_access != used.expose() {
+                return Ok(record);
+            }
+            self.refresh_coder(key, record, &row).await
+        };
+        match renewed.await {
+            Ok(record) => {
+                let token = SessionToken::new(record.coder_access);
+                (token != *used).then_some(token)
+            }
             Err(BearerError::Rejected(why) | BearerError::Unavailable(why)) => {
-                tracing::info!(grant = %grant_id, %why, "could not renew a sign-in's Coder token for a call");
+                tracing::info!(record = %key, %why, "could not renew a sign-in's Coder token for a call");
                 None
             }
         }
@@ -451,7 +478,14 @@ impl OAuthServer {
         &self,
         grant_id: &str,
     ) -> Result<(Arc<Identity>, Option<i64>), BearerError> {
-        let (mut grant, row) = self.load_grant(grant_id).await?;
+        let (grant, _) = self.load_grant(grant_id).await?;
+        // The record that holds the Coder token: the user's, or (older grants) its own.
+        let key = grant
+            .coder_user
+            .as_deref()
+            .map_or_else(|| grant_id.to_owned(), user_record);
+        let (mut grant, row) = self.load_grant(&key).await?;
+        let grant_id = key.as_str();
         let now = self.store.now();
         let mut refreshed = false;
         if grant.refresh_at().is_some_and(|at| at <= now) {
@@ -509,6 +543,18 @@ impl OAuthServer {
         grant: &GrantData,
         expires_at: i64,
     ) -> Result<(), BearerError> {
+        let link = grant.coder_user.as_deref().map(user_record);
+        self.save_record(grant_id, grant, link, expires_at).await
+    }
+
+    /// Writes a grant or a user's token record, sealed.
+    async fn save_record(
+        &self,
+        grant_id: &str,
+        grant: &GrantData,
+        link: Option<String>,
+        expires_at: i64,
+    ) -> Result<(), BearerError> {
         let plain =
             serde_json::to_vec(grant).map_err(|e| BearerError::Unavailable(e.to_string()))?;
         let sealed = self
@@ -521,7 +567,7 @@ impl OAuthServer {
                 OAuthTable::Grants,
                 grant_id,
                 &OAuthRow {
-                    grant_id: None,
+                    grant_id: link,
                     data: sealed,
                     expires_at,
                 },
@@ -564,6 +610,7 @@ impl OAuthServer {
         };
         let updated = GrantData {
             client_id: grant.client_id,
+            coder_user: grant.coder_user,
             coder_expires_at: coder_expiry(&token, self.store.now()),
             coder_refresh_at: refresh_point(
                 coder_expiry(&token, self.store.now()),
@@ -621,13 +668,34 @@ impl OAuthServer {
         }
     }
 
-    /// Ends a grant: here (its codes and tokens) and at Coder (its token).
+    /// Ends a grant: here (its codes and tokens), and at Coder (its token) with the
+    /// user's last sign-in (the others still use it).
     async fn end_grant(&self, grant_id: &str) -> Result<(), StoreError> {
         let grant = self.load_grant(grant_id).await.ok().map(|(grant, _)| grant);
         self.store.oauth_remove_grant(grant_id).await?;
         self.identities.invalidate(grant_id).await;
-        self.live.invalidate(grant_id).await;
-        if let Some(grant) = grant {
+        let record = match grant.as_ref().and_then(|g| g.coder_user.as_deref()) {
+            Some(user) => {
+                let key = user_record(user);
+                if self
+                    .store
+                    .oauth_count_linked(OAuthTable::Grants, &key)
+                    .await?
+                    > 0
+                {
+                    return Ok(());
+                }
+                let record = self.load_grant(&key).await.ok().map(|(record, _)| record);
+                self.store.oauth_remove_grant(&key).await?;
+                self.live.invalidate(&key).await;
+                record
+            }
+            None => {
+                self.live.invalidate(grant_id).await;
+                grant
+            }
+        };
+        if let Some(record) = record {
             let base = self.coder.base_url();
             let answer = self
                 .coder
@@ -636,7 +704,7 @@ impl OAuthServer {
                 .form(&[
                     ("client_id", self.config.coder_client_id.as_str()),
                     ("client_secret", self.config.coder_client_secret.expose()),
-                    ("token", grant.coder_refresh.as_str()),
+                    ("token", record.coder_refresh.as_str()),
                     ("token_type_hint", "refresh_token"),
                 ])
                 .timeout(CODER_TIMEOUT)
@@ -645,10 +713,69 @@ impl OAuthServer {
             match answer {
                 Ok(response) if response.status().is_success() => {}
                 Ok(response) => {
-                    tracing::warn!(status = %response.status(), "Coder did not revoke a grant's token")
+                    tracing::warn!(status = %response.status(), "Coder did not revoke a sign-in's token")
                 }
-                Err(err) => tracing::warn!(%err, "Coder did not revoke a grant's token"),
+                Err(err) => tracing::warn!(%err, "Coder did not revoke a sign-in's token"),
             }
+        }
+        Ok(())
+    }
+
+    /// A sign-in's new Coder token (Coder has just deleted the user's previous one for
+    /// this app): kept as the user's record, which every sign-in of that user (and the
+    /// calls in flight for them) uses from now on. Returns the user's id.
+    async fn adopt_coder_token(
+        &self,
+        record: &GrantData,
+        expires_at: i64,
+    ) -> Result<String, BearerError> {
+        let token = SessionToken::new(record.coder_access.clone());
+        let user = match tokio::time::timeout(
+            CODER_TIMEOUT,
+            self.coder.with_token(token.clone()).me_once(),
+        )
+        .await
+        {
+            Err(_) => return Err(BearerError::Unavailable("Coder did not answer".into())),
+            Ok(Ok(user)) => user.id.to_string(),
+            Ok(Err(err)) => {
+                return Err(BearerError::Unavailable(format!(
+                    "Coder refused the token it had just issued: {err}"
+                )));
+            }
+        };
+        let key = user_record(&user);
+        // Kept as long as the longest-lived of the user's grants.
+        let expires_at = match self.store.oauth_get(OAuthTable::Grants, &key).await? {
+            Some(row) => row.expires_at.max(expires_at),
+            None => expires_at,
+        };
+        self.save_record(&key, record, None, expires_at).await?;
+        if let Some(live) = self.live.get(&key).await {
+            live.set(token);
+        }
+        Ok(user)
+    }
+
+    /// A used sign-in keeps its grant, and the user's token record, alive until
+    /// `expires_at`.
+    async fn renew_grant(&self, grant_id: &str, expires_at: i64) -> Result<(), StoreError> {
+        let Some(mut row) = self.store.oauth_get(OAuthTable::Grants, grant_id).await? else {
+            return Ok(());
+        };
+        let link = row.grant_id.clone();
+        row.expires_at = expires_at;
+        self.store
+            .oauth_put(OAuthTable::Grants, grant_id, &row)
+            .await?;
+        if let Some(key) = link
+            && let Some(mut record) = self.store.oauth_get(OAuthTable::Grants, &key).await?
+            && record.expires_at < expires_at
+        {
+            record.expires_at = expires_at;
+            self.store
+                .oauth_put(OAuthTable::Grants, &key, &record)
+                .await?;
         }
         Ok(())
     }
@@ -689,6 +816,7 @@ mod tests {
         assert_eq!(refresh_point(None, now), None);
         let grant = GrantData {
             client_id: String::new(),
+            coder_user: None,
             coder_access: String::new(),
             coder_refresh: String::new(),
             coder_expires_at: Some(now + 600),
