@@ -571,6 +571,11 @@ try {
   second.errors.length = 0;
   await second.transport.finishAuth(provider.code);
   assert.notEqual(provider.tok.access_token, revoked.access_token);
+  // The old session belonged to the revoked sign-in: the new one cannot take it over.
+  mark = client.wire.length;
+  await assert.rejects(second.mcp.callTool({ name: "list_templates", arguments: {} }), /403|another token/, "the old session with the new sign-in");
+  assert.deepEqual(wireSince(mark), ["POST /mcp 403"], "the old session refuses the new sign-in");
+  second.errors.length = 0;
   const third = connectClient(provider, "again");
   closers.push(third);
   await third.connect();
