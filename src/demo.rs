@@ -3,7 +3,6 @@
 //! product work without a Coder deployment. The story and the live progress go to
 //! stderr; each tool's result goes to stdout, so it can be piped (`demo | jq`).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +18,7 @@ use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, SimArgs};
 use coder_workspace_sim::SimCoder;
 
 /// Prints progress notifications as they arrive, while a call is running (one that
@@ -243,7 +242,8 @@ async fn demo(log_level: &str, sim: &SimCoder, store: &Path) -> anyhow::Result<(
 }
 
 /// `sim`: the simulated Coder on its own, until Ctrl-C.
-pub async fn run_simulator(listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run_simulator(args: &SimArgs) -> anyhow::Result<()> {
+    let listen = args.listen;
     let sim = SimCoder::start_demo_on(listen)
         .await
         .with_context(|| format!("starting the simulated Coder on {listen}"))?;
@@ -253,6 +253,24 @@ pub async fn run_simulator(listen: SocketAddr) -> anyhow::Result<()> {
         sim.url(),
         SimCoder::DEMO_TOKEN
     );
+    if let Some(callback) = &args.oauth_app_redirect {
+        let user = args.oauth_user.as_str();
+        if sim.user(user).is_none() {
+            // Signed in through OAuth only: its session token is never shown.
+            let token = format!(
+                "{}-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..10],
+                &uuid::Uuid::new_v4().simple().to_string()[..22]
+            );
+            sim.add_user(user, &token);
+        }
+        sim.set_oauth_signed_in_user(user);
+        let (id, secret) = sim.register_oauth_app("coder-workspace-mcp", callback);
+        eprintln!(
+            "OAuth2 app registered, callback {callback}; /oauth2/authorize signs in {user} at once"
+        );
+        eprintln!("  CODER_MCP_OAUTH_CLIENT_ID={id} CODER_MCP_OAUTH_CLIENT_SECRET={secret}");
+    }
     tokio::signal::ctrl_c().await.ok();
     sim.shutdown().await;
     Ok(())

@@ -443,3 +443,143 @@ fn an_address_in_use_is_named() {
     assert_ne!(code, 0);
     assert!(stderr.contains(&addr), "{stderr}");
 }
+
+/// `sim --oauth-app-redirect`: an OAuth2 app of the simulated Coder and a user signed in
+/// at its `/oauth2/authorize`, so a script signs in by following the redirects (what
+/// `interop/run`'s OAuth session does through `serve`); the access tokens it issues are
+/// logged at debug level, for leak checks.
+#[tokio::test]
+async fn the_simulator_lets_a_script_sign_in_through_oauth() {
+    use base64::Engine;
+    use sha2::Digest;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+    let callback = "http://127.0.0.1:9/callback";
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--oauth-app-redirect",
+            callback,
+        ])
+        .args(["--oauth-user", "alice"])
+        .args(["--log-level", "info,coder_workspace_sim::oauth=debug"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    // Reads the sim's stderr until `done` holds for what was read.
+    let mut read_until = async |log: &mut String, done: &dyn Fn(&str) -> bool| {
+        common::bounded("the simulator's stderr", async {
+            while !done(log) {
+                let line = lines.next_line().await.unwrap();
+                let line = line.unwrap_or_else(|| panic!("the simulator's stderr ended:\n{log}"));
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+        .await;
+    };
+    let value = |log: &str, key: &str| {
+        log.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    };
+    read_until(&mut log, &|log| {
+        value(log, "CODER_MCP_OAUTH_CLIENT_SECRET").is_some()
+    })
+    .await;
+    let url = value(&log, "CODER_URL").unwrap();
+    let id = value(&log, "CODER_MCP_OAUTH_CLIENT_ID").unwrap();
+    let secret = value(&log, "CODER_MCP_OAUTH_CLIENT_SECRET").unwrap();
+    assert!(log.contains("signs in alice"), "{log}");
+
+    // No session token, no cookie: the signed-in user consents at once.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let verifier = "v".repeat(50);
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let response = http
+        .get(format!("{url}/oauth2/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", &id),
+            ("redirect_uri", callback),
+            ("state", "st"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(location.as_str().starts_with(callback), "{location}");
+    let query: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(query["state"], "st");
+    let token: serde_json::Value = http
+        .post(format!("{url}/oauth2/tokens"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &query["code"]),
+            ("redirect_uri", callback),
+            ("code_verifier", &verifier),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap().to_owned();
+    let me = |token: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let user: serde_json::Value = http
+                .get(format!("{url}/api/v2/users/me"))
+                .header("Coder-Session-Token", token)
+                .send()
+                .await
+                .unwrap()
+                .error_for_status()
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            user["username"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(me(access.clone()).await, "alice");
+    // The demo user is still there, token and all.
+    assert_eq!(
+        me(coder_workspace_sim::SimCoder::DEMO_TOKEN.to_owned()).await,
+        "demo"
+    );
+    read_until(&mut log, &|log| {
+        log.contains(&format!("access_token={access}"))
+    })
+    .await;
+
+    child.kill().await.unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    assert_eq!(stdout, "", "the simulator printed to stdout");
+}

@@ -203,6 +203,12 @@ impl SimCoder {
             .update_quiet(|st| st.add_user(username, token).clone())
     }
 
+    /// The user named `username` (case-insensitive), if the deployment has one.
+    pub fn user(&self, username: &str) -> Option<User> {
+        self.inner
+            .read(|st| st.resolve_user(username, Uuid::nil()).cloned())
+    }
+
     /// Creates a template with an active version carrying `spec.parameters`. Start
     /// builds of it follow [`BuildPlan::default`] until [`SimCoder::set_build_plan`].
     pub fn add_template(&self, spec: TemplateSpec) -> Template {

@@ -157,6 +157,10 @@ impl OAuthState {
             expiry: Some(key.expires_at),
             expires_in: Some(self.token_lifetime.num_seconds()),
         };
+        // Coder never logs its tokens; the simulator does, at debug level, so that a test
+        // running it in another process (`sim`, `interop/run`) can check that a Coder
+        // token never reaches an MCP client or a log of `serve`.
+        tracing::debug!(%user_id, %app_id, access_token = %key.access_token, "OAuth2 access token issued");
         self.keys.push(key);
         token
     }

@@ -306,6 +306,24 @@ pub struct SimArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// Register an OAuth2 app of the simulated Coder with this callback URL (for `serve
+    /// --public-url X`: X/callback) and print its CODER_MCP_OAUTH_CLIENT_ID and
+    /// CODER_MCP_OAUTH_CLIENT_SECRET on stderr. Coder's /oauth2/authorize then consents at
+    /// once as --oauth-user, with no browser, so a script can sign in by following the
+    /// redirects. (At debug level, `--log-level coder_workspace_sim::oauth=debug`, the
+    /// simulator logs each access token it issues, so a test can check that none leaks.)
+    #[arg(long, value_name = "URL", value_parser = parse_callback_url, help_heading = "OAuth")]
+    pub oauth_app_redirect: Option<String>,
+    /// The user signed in at the simulated Coder's /oauth2/authorize; added to the
+    /// deployment (a member of its organization) if there is none of that name.
+    #[arg(
+        long,
+        default_value = "demo",
+        value_name = "USERNAME",
+        requires = "oauth_app_redirect",
+        help_heading = "OAuth"
+    )]
+    pub oauth_user: String,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -463,6 +481,17 @@ pub struct LogArgs {
     pub log_level: Option<String>,
 }
 
+/// An absolute http(s) URL, as Coder wants an OAuth2 app's callback URL.
+#[cfg(feature = "demo")]
+fn parse_callback_url(text: &str) -> Result<String, String> {
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(text.to_owned())
+        }
+        _ => Err("must be an absolute http(s) URL, e.g. http://127.0.0.1:8790/callback".into()),
+    }
+}
+
 /// Human durations: `90s`, `5m`, `1h 30m`, or `0`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -513,6 +542,7 @@ mod tests {
             assert!(!demo.contains("--coder-url") && !demo.contains("--max-call-wait"));
             let sim = help(&mut cli, "sim");
             assert!(sim.contains("--listen <ADDR>") && !sim.contains("--token"));
+            assert!(sim.contains("--oauth-app-redirect <URL>") && !serve.contains("--oauth-user"));
         }
     }
 }

@@ -48,7 +48,7 @@ pub async fn main() -> ExitCode {
         #[cfg(feature = "demo")]
         Command::Demo(args) => crate::demo::run(args).await,
         #[cfg(feature = "demo")]
-        Command::Sim(args) => crate::demo::run_simulator(args.listen).await,
+        Command::Sim(args) => crate::demo::run_simulator(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
