@@ -28,6 +28,8 @@ struct OAuth {
     client: reqwest::Client,
     /// Every status line, header and body the client received, for the leak check.
     seen: std::sync::Mutex<String>,
+    /// The browser's cookies for the server (name → value).
+    cookies: std::sync::Mutex<HashMap<String, String>>,
 }
 
 fn free_port() -> u16 {
@@ -77,6 +79,7 @@ impl OAuth {
             envs,
             client,
             seen: Default::default(),
+            cookies: Default::default(),
         }
     }
 
@@ -106,12 +109,61 @@ impl OAuth {
         serde_json::from_str(&self.body(response).await).unwrap()
     }
 
-    /// A GET that must answer a redirect: its `Location`.
+    /// A request as the user's browser sends it: with its cookies for the server.
+    fn browser(&self, request: reqwest::RequestBuilder, url: &str) -> reqwest::RequestBuilder {
+        let cookies = self.cookies.lock().unwrap();
+        if !url.starts_with(&self.public) || cookies.is_empty() {
+            return request;
+        }
+        let header: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        request.header("cookie", header.join("; "))
+    }
+
+    /// Keeps the cookies the server set.
+    fn keep_cookies(&self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let value = value.to_str().unwrap();
+            let (name, rest) = value.split_once('=').unwrap();
+            let value = rest.split(';').next().unwrap();
+            self.cookies
+                .lock()
+                .unwrap()
+                .insert(name.to_owned(), value.to_owned());
+        }
+    }
+
+    /// The browser opens `url`, which must answer a redirect: its `Location`. The consent
+    /// page of `/authorize` is answered "Continue to Coder", as the user would.
     async fn follow(&self, url: &str) -> String {
-        let response = self.client.get(url).send().await.unwrap();
+        let response = self
+            .browser(self.client.get(url), url)
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&response);
+        if response.status() == 200 && url.starts_with(&format!("{}/authorize", self.public)) {
+            let page = self.body(response).await;
+            let response = self.consent(&consent_state(&page), "allow").await;
+            assert_eq!(response.status(), 302, "the consent of {url}");
+            return response.headers()["location"].to_str().unwrap().to_owned();
+        }
         self.record(&response);
         assert_eq!(response.status(), 302, "GET {url}");
         response.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// The user's answer on the consent page.
+    async fn consent(&self, state: &str, decision: &str) -> reqwest::Response {
+        let url = format!("{}/authorize", self.public);
+        let response = self
+            .browser(self.client.post(&url), &url)
+            .form(&[("state", state), ("decision", decision)])
+            .send()
+            .await
+            .unwrap();
+        self.record(&response);
+        self.keep_cookies(&response);
+        response
     }
 
     async fn register(&self, body: Value) -> (u16, Value) {
@@ -206,6 +258,15 @@ impl OAuth {
         self.record(&response);
         response
     }
+}
+
+/// The pending sign-in a consent page answers for.
+fn consent_state(page: &str) -> String {
+    let start = page
+        .find(r#"name="state" value=""#)
+        .unwrap_or_else(|| panic!("not a consent page: {page}"))
+        + r#"name="state" value=""#.len();
+    page[start..][..page[start..].find('"').unwrap()].to_owned()
 }
 
 fn s256(verifier: &str) -> String {
@@ -1137,4 +1198,130 @@ async fn sign_ins_of_one_coder_user_share_its_coder_token() {
     revoke(second_client, access(&second)).await;
     assert_eq!(oauth.mcp(Some(&access(&second))).await.status(), 401);
     assert!(env.sim.oauth_access_tokens().is_empty(), "revoked at Coder");
+}
+
+/// Before sending the user to Coder (whose consent page names this server, never the
+/// client), `/authorize` asks the user about the client and where the sign-in goes; only
+/// the browser shown the page can answer it, and a consent is remembered per client.
+#[tokio::test]
+async fn the_user_consents_to_each_client_before_coder() {
+    let env = Env::new().await;
+    let oauth = OAuth::start(&env, &[]).await;
+    let (status, registered) = oauth
+        .register(json!({"redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none", "client_name": "<b>Evil</b> & co"}))
+        .await;
+    assert_eq!(status, 201);
+    let client_id = registered["client_id"].as_str().unwrap().to_owned();
+    let params = |state: &'static str| {
+        vec![
+            ("response_type", "code".to_owned()),
+            ("client_id", client_id.clone()),
+            ("redirect_uri", CLIENT_REDIRECT.to_owned()),
+            ("code_challenge", s256(&"v".repeat(50))),
+            ("code_challenge_method", "S256".to_owned()),
+            ("state", state.to_owned()),
+        ]
+    };
+    let url = |state: &'static str| {
+        let params = params(state);
+        let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        oauth.authorize_url(&refs)
+    };
+    let open = |state: &'static str| {
+        let url = url(state);
+        let oauth = &oauth;
+        async move {
+            let response = oauth
+                .browser(oauth.client.get(&url), &url)
+                .send()
+                .await
+                .unwrap();
+            oauth.keep_cookies(&response);
+            response
+        }
+    };
+
+    // The page: the client's name (escaped), where the user goes back, protected from
+    // framing, and a cookie that binds the answer to this browser.
+    let page = open("one").await;
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(headers["cache-control"], "no-store");
+    let binding = headers["set-cookie"].to_str().unwrap();
+    assert!(
+        binding.starts_with("cwm_authorize=")
+            && binding.contains("HttpOnly")
+            && binding.contains("SameSite=Lax"),
+        "{binding}"
+    );
+    let html = oauth.body(page).await;
+    assert!(html.contains("&lt;b&gt;Evil&lt;/b&gt; &amp; co"), "{html}");
+    assert!(!html.contains("<b>Evil"), "{html}");
+    assert!(html.contains("127.0.0.1:9"), "the destination: {html}");
+    assert!(
+        env.sim.view().requests_matching("GET", "/oauth2/authorize") == 0,
+        "not at Coder yet"
+    );
+    let state = consent_state(&html);
+
+    // Another browser (another site's form posting here) cannot answer it.
+    let foreign = oauth
+        .client
+        .post(format!("{}/authorize", oauth.public))
+        .form(&[("state", state.as_str()), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert!(
+        oauth
+            .body(foreign)
+            .await
+            .contains("not started in this browser")
+    );
+
+    // Cancel: back to the client with access_denied; nothing remembered.
+    let declined = oauth.consent(&state, "deny").await;
+    assert_eq!(declined.status(), 302);
+    let back = query_of(declined.headers()["location"].to_str().unwrap());
+    assert_eq!(back["error"], "access_denied");
+    assert_eq!(back["state"], "one");
+    assert_eq!(open("two").await.status(), 200, "asked again");
+
+    // Continue: on to Coder, and the consent is remembered for this client.
+    let to_coder = oauth.follow(&url("three")).await;
+    assert!(
+        to_coder.starts_with(&format!("{}/oauth2/authorize?", env.sim.url())),
+        "{to_coder}"
+    );
+    let again = open("four").await;
+    assert_eq!(again.status(), 302, "remembered");
+    assert!(
+        again.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("{}/oauth2/authorize?", env.sim.url()))
+    );
+    // Not for another client.
+    let other = oauth.public_client().await;
+    let other_url = oauth.authorize_url(&[
+        ("response_type", "code"),
+        ("client_id", &other),
+        ("redirect_uri", CLIENT_REDIRECT),
+        ("code_challenge", &s256(&"v".repeat(50))),
+        ("code_challenge_method", "S256"),
+    ]);
+    let response = oauth
+        .browser(oauth.client.get(&other_url), &other_url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "another client is asked about");
 }

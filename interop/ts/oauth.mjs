@@ -51,7 +51,7 @@ const pathOf = (url) => new URL(url).pathname;
 /** Every response the SDK received (status, headers, body), and its requests in order. */
 const client = { wire: [], seen: [] };
 /** The same for the browser (the redirect follower). */
-const browser = { seen: [] };
+const browser = { seen: [], cookies: new Map(), consents: 0 };
 
 function recordBody(res, into) {
   if (!res.body) return res;
@@ -120,9 +120,16 @@ async function browse(url) {
   const hops = [];
   const before = arrivals.length;
   for (let i = 0; i < 10; i++) {
-    const res = await fetch(url, { redirect: "manual" });
+    let res = await fetch(url, { redirect: "manual", headers: cookiesFor(url) });
+    keepCookies(res, url);
     recordHead(res, browser.seen);
-    browser.seen.push(await res.text());
+    const page = await res.text();
+    browser.seen.push(page);
+    if (res.status === 200 && String(url).startsWith(`${PUBLIC}/authorize`)) {
+      // serve's consent page (the client and where the sign-in goes back to): the user
+      // clicks "Continue to Coder", a form POST that carries the page's cookie.
+      res = await consent(res, page, url);
+    }
     const location = res.headers.get("location");
     hops.push({ url: String(url), status: res.status, location });
     if (res.status < 300 || res.status >= 400) {
@@ -134,6 +141,42 @@ async function browse(url) {
     url = new URL(location, url);
   }
   throw new Error(`more than 10 redirects from ${hops[0].url}`);
+}
+
+/** The browser's cookies for serve (all this session needs of a cookie jar). */
+function cookiesFor(url) {
+  if (!String(url).startsWith(PUBLIC) || browser.cookies.size === 0) return {};
+  return { cookie: [...browser.cookies].map(([k, v]) => `${k}=${v}`).join("; ") };
+}
+function keepCookies(res, url) {
+  if (!String(url).startsWith(PUBLIC)) return;
+  for (const line of res.headers.getSetCookie()) {
+    const [pair] = line.split(";");
+    const at = pair.indexOf("=");
+    browser.cookies.set(pair.slice(0, at), pair.slice(at + 1));
+  }
+}
+
+/** The consent page, checked, and the user's "Continue to Coder". */
+async function consent(res, page, url) {
+  assert.equal(res.headers.get("x-frame-options"), "DENY", "the consent page cannot be framed");
+  assert.match(res.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
+  assert.ok(page.includes("interop-ts-oauth"), "the page names the client");
+  assert.ok(page.includes(new URL(REDIRECT_URI).host), "the page says where the sign-in goes back to");
+  const state = /name="state" value="([^"]+)"/.exec(page)?.[1];
+  assert.ok(state, `a consent form at ${url}`);
+  const answer = await fetch(`${PUBLIC}/authorize`, {
+    method: "POST",
+    redirect: "manual",
+    headers: { "content-type": "application/x-www-form-urlencoded", ...cookiesFor(PUBLIC) },
+    body: new URLSearchParams({ state, decision: "allow" }),
+  });
+  keepCookies(answer, PUBLIC);
+  recordHead(answer, browser.seen);
+  browser.seen.push(await answer.text());
+  assert.equal(answer.status, 302, "the consent continues to Coder");
+  browser.consents += 1;
+  return answer;
 }
 
 // ----- the OAuthClientProvider ---------------------------------------------------------------
@@ -639,7 +682,7 @@ try {
 if (!process.exitCode) {
   log(`client requests: ${facts.responses}; browser pages: ${facts.pages}; Coder tokens issued: ${facts.coderTokens}`);
   console.log(
-    `typescript-sdk-oauth: ok (401 → RFC 9728 + RFC 8414 discovery → registration → sign-in at Coder as ${USER} → token; ` +
+    `typescript-sdk-oauth: ok (401 → RFC 9728 + RFC 8414 discovery → registration → consent at serve (asked ${browser.consents}×, then remembered) → sign-in at Coder as ${USER} → token; ` +
       `list_templates + create_workspace owned by ${USER} (${facts.progress} progress notifications); refresh: auth() and on a 401, same session; ` +
       `revoke → 401 invalid_token, the SDK signs in again; refused: another resource, no PKCE, plain, wrong verifier; ` +
       `metadata ${facts.prmFields} + ${facts.asFields} fields; no Coder token in ${facts.responses} responses, ${facts.pages} pages or serve's log)`,

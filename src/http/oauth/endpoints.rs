@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::cimd::is_document_url;
+use super::consent;
 use super::crypto::{hash, random_token, s256, valid_pkce};
 use super::{
     ACCESS_PREFIX, BearerError, CODE_LIFETIME, CODE_PREFIX, ClientData, CodeData, CoderTokenError,
@@ -47,7 +48,7 @@ pub fn router(server: Shared) -> Router {
             "/.well-known/oauth-authorization-server",
             get(authorization_server),
         )
-        .route("/authorize", get(authorize))
+        .route("/authorize", get(authorize).post(decide))
         .route("/callback", get(callback))
         .route("/token", post(token))
         .route("/revoke", post(revoke));
@@ -419,7 +420,11 @@ async fn load_client(server: &OAuthServer, client_id: &str) -> Result<ClientData
 // ----- authorization -----
 
 /// `GET /authorize`: checks the request, keeps it, and sends the user to Coder.
-async fn authorize(State(server): State<Shared>, Query(query): Query<Params>) -> Response {
+async fn authorize(
+    State(server): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<Params>,
+) -> Response {
     let get = |k: &str| query.get(k).map(String::as_str).filter(|v| !v.is_empty());
     // Until the client and its redirect URI are known good, errors go to the user.
     let Some(client_id) = get("client_id") else {
@@ -482,10 +487,11 @@ async fn authorize(State(server): State<Shared>, Query(query): Query<Params>) ->
             );
         }
     }
-    let (our_state, verifier) = match (random_token(32), random_token(48)) {
-        (Ok(s), Ok(v)) => (s, v),
-        (Err(e), _) | (_, Err(e)) => return server_error(e),
-    };
+    let (our_state, verifier, binding) =
+        match (random_token(32), random_token(48), random_token(32)) {
+            (Ok(s), Ok(v), Ok(b)) => (s, v, b),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return server_error(e),
+        };
     let pending = PendingData {
         client_id: client_id.to_owned(),
         redirect_uri: redirect_uri.clone(),
@@ -493,6 +499,7 @@ async fn authorize(State(server): State<Shared>, Query(query): Query<Params>) ->
         state: state.map(str::to_owned),
         code_challenge: challenge.to_owned(),
         coder_verifier: verifier.clone(),
+        browser: Some(hash(&binding)),
     };
     let key = hash(&our_state);
     let sealed = serde_json::to_vec(&pending)
@@ -514,16 +521,88 @@ async fn authorize(State(server): State<Shared>, Query(query): Query<Params>) ->
     {
         return server_error(e);
     }
+    if consent::remembered(&server, &headers, client_id, &redirect_uri) {
+        return to_coder(&server, &our_state, &verifier);
+    }
+    consent::page(
+        &server,
+        &client,
+        client_id,
+        &redirect_uri,
+        &our_state,
+        &binding,
+    )
+}
+
+/// `POST /authorize`: the user's answer on the consent page.
+async fn decide(State(server): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: Params = url::form_urlencoded::parse(&body).into_owned().collect();
+    let Some(our_state) = form.get("state").filter(|s| !s.is_empty()) else {
+        return error_page(StatusCode::BAD_REQUEST, "state is missing");
+    };
+    let key = hash(our_state);
+    let row = match server.store.oauth_get(OAuthTable::Pending, &key).await {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "this sign-in is unknown or expired; start again from your MCP client",
+            );
+        }
+        Err(e) => return server_error(e),
+    };
+    let pending: Option<PendingData> = server
+        .config
+        .key
+        .open(&format!("pending:{key}"), &row.data)
+        .and_then(|plain| serde_json::from_slice(&plain).ok());
+    let Some(pending) = pending else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "this sign-in cannot be read; start again",
+        );
+    };
+    // Only the browser that was shown the page may answer it: a page on another site
+    // cannot send its cookie along with a form it posts here.
+    let shown_here = consent::cookie(&headers, consent::BINDING_COOKIE)
+        .is_some_and(|binding| pending.browser.as_deref() == Some(hash(binding).as_str()));
+    if !shown_here {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "this sign-in was not started in this browser; start again from your MCP client",
+        );
+    }
+    if form.get("decision").map(String::as_str) != Some("allow") {
+        if let Err(e) = server.store.oauth_take(OAuthTable::Pending, &key).await {
+            return server_error(e);
+        }
+        return redirect_error(
+            &server,
+            &pending.redirect_uri,
+            pending.state.as_deref(),
+            "access_denied",
+            "the user declined",
+        );
+    }
+    let mut response = to_coder(&server, our_state, &pending.coder_verifier);
+    if let Some(cookie) = consent::remember(&server, &pending.client_id, &pending.redirect_uri) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The user, on to Coder's consent as this server's app, with our PKCE and state.
+fn to_coder(server: &OAuthServer, our_state: &str, verifier: &str) -> Response {
     let coder = server.coder.base_url();
     let callback = server.config.callback();
-    let challenge = s256(&verifier);
+    let challenge = s256(verifier);
     let location = with_params(
         &format!("{coder}/oauth2/authorize"),
         &[
             ("response_type", "code"),
             ("client_id", &server.config.coder_client_id),
             ("redirect_uri", &callback),
-            ("state", &our_state),
+            ("state", our_state),
             ("code_challenge", &challenge),
             ("code_challenge_method", "S256"),
             // Coder rejects (403) every token whose audience is not its own URL.

@@ -21,6 +21,7 @@
 //! and our tokens never reach Coder.
 
 mod cimd;
+mod consent;
 mod crypto;
 mod endpoints;
 
@@ -139,6 +140,9 @@ struct PendingData {
     state: Option<String>,
     code_challenge: String,
     coder_verifier: String,
+    /// The SHA-256 of the cookie set with the consent page: only that browser answers it.
+    #[serde(default)]
+    browser: Option<String>,
 }
 
 /// Our authorization code's request.
