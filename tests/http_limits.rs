@@ -563,12 +563,22 @@ async fn malformed_json_gets_400_with_a_json_rpc_error() {
     assert_eq!(body["error"]["code"], -32700);
     let (status, body) = post(
         http.mcp_url(),
-        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"list_templates","arguments":"x"}}"#,
         None,
     )
     .await;
     assert_eq!((status, body["id"].clone()), (400, json!(5)));
     assert_eq!(body["error"]["code"], -32602);
+    // The same rules as on stdio: params that are neither an object nor an array are not
+    // a JSON-RPC request at all.
+    let (status, body) = post(
+        http.mcp_url(),
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":"x"}"#,
+        None,
+    )
+    .await;
+    assert_eq!((status, body["id"].clone()), (400, json!(6)));
+    assert_eq!(body["error"]["code"], -32600);
     // Inside a session.
     let opened = http
         .post_mcp(&[("authorization", &bearer(TOKEN))], &initialize_body())

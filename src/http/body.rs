@@ -6,7 +6,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rmcp::model::ClientJsonRpcMessage;
 use serde_json::{Value, json};
 
 /// `{"error": "..."}` with `status`: every refusal of the HTTP layer looks like this.
@@ -63,51 +62,22 @@ pub async fn read_body(
 /// (rmcp answers such bodies `415 Unsupported Media Type`, which clients read as a
 /// content-type problem.)
 pub fn unreadable_message(body: &[u8]) -> Option<Response> {
-    let value = match serde_json::from_slice::<Value>(body) {
-        Err(err) => {
-            return Some(jsonrpc_error(
-                Value::Null,
-                -32700,
-                &format!("Parse error: the body is not JSON ({err})"),
-            ));
-        }
-        Ok(value) => value,
-    };
-    if serde_json::from_value::<ClientJsonRpcMessage>(value.clone()).is_ok() {
-        return None;
-    }
-    let id = value
-        .get("id")
-        .filter(|id| id.is_string() || id.is_number())
-        .cloned()
-        .unwrap_or(Value::Null);
-    let is_request = value.get("jsonrpc") == Some(&json!("2.0"))
-        && value.get("method").is_some_and(Value::is_string)
-        && !id.is_null();
-    Some(if value.is_array() {
-        jsonrpc_error(id, -32600, "Invalid Request: batches are not supported")
-    } else if is_request {
-        let method = value["method"].as_str().unwrap_or_default();
-        let method: String = method.chars().take(64).collect();
-        jsonrpc_error(id, -32602, &format!("Invalid params for {method}"))
-    } else {
-        jsonrpc_error(
-            id,
+    // The stdio framing layer's classifier: one set of rules (and messages) for a
+    // message, whichever transport brought it.
+    let reply = match crate::stdio::classify(body) {
+        crate::stdio::Verdict::Forward(_) => return None,
+        crate::stdio::Verdict::Reply(reply) => serde_json::to_value(reply).unwrap_or_default(),
+        // On stdio these go unanswered (nothing waits for an answer); an HTTP POST
+        // always gets one.
+        crate::stdio::Verdict::Ignore(why) => serde_json::to_value(crate::stdio::error_response(
+            Value::Null,
             -32600,
-            "Invalid Request: not a JSON-RPC 2.0 request, notification or response",
-        )
-    })
-}
-
-fn jsonrpc_error(id: Value, code: i64, message: &str) -> Response {
-    tracing::info!(code, message, "unreadable JSON-RPC message");
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(
-            json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
-        ),
-    )
-        .into_response()
+            format!("Invalid Request: {why}"),
+        ))
+        .unwrap_or_default(),
+    };
+    tracing::info!(%reply, "unreadable JSON-RPC message");
+    Some((StatusCode::BAD_REQUEST, axum::Json(reply)).into_response())
 }
 
 #[cfg(test)]
@@ -151,9 +121,35 @@ mod tests {
             .unwrap();
         assert_eq!(
             (body["error"]["code"].clone(), body["id"].clone()),
-            (json!(-32602), json!("a"))
+            (json!(-32600), json!("a")),
+            "params neither object nor array, as on stdio"
+        );
+        let (_, body) = answer(
+            r#"{"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"list_templates","arguments":[1]}}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (body["error"]["code"].clone(), body["id"].clone()),
+            (json!(-32602), json!("b"))
         );
         let (_, body) = answer("[]").await.unwrap();
         assert_eq!(body["error"]["code"], -32600);
+        // A batch: one error per request in it, as on stdio.
+        let (_, body) = answer(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#)
+            .await
+            .unwrap();
+        assert_eq!(body[0]["id"], 1);
+        assert_eq!(body[1]["id"], 2);
+        // A malformed notification, unanswered on stdio, gets an answer over HTTP.
+        let (status, body) = answer(
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":{}}}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (StatusCode::BAD_REQUEST, json!(-32600))
+        );
     }
 }
