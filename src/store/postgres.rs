@@ -95,6 +95,18 @@ impl Drop for PgLock {
 }
 
 impl PgStore {
+    /// A write transaction, serializable: under READ COMMITTED, a claim that waited for
+    /// another transaction's key would judge that key's task by a snapshot taken before
+    /// it committed (and take the key of a live task); serializable fails it instead
+    /// (40001), and the caller tries again.
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .await
+    }
+
     pub(super) async fn open(url: &str, describe: &str) -> Result<PgStore, StoreError> {
         let fail = |problem: String| StoreError::new(describe, problem);
         let options = PgConnectOptions::from_str(url)

@@ -31,6 +31,13 @@ pub(super) struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// A write transaction, holding the write lock from its start.
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     pub(super) async fn open(path: &Path, describe: &str) -> Result<SqliteStore, StoreError> {
         let fail = |problem: String| StoreError::new(describe, problem);
         super::location::prepare_parent(path)

@@ -119,8 +119,6 @@ mod sql {
         RETURNING task_id";
     pub const KEY_HOLDER: &str =
         "SELECT task_id FROM coder_mcp_task_keys WHERE user_id = $1 AND key = $2";
-    pub const FORGET_KEYS: &str = "DELETE FROM coder_mcp_task_keys WHERE task_id = $1";
-    pub const DELETE: &str = "DELETE FROM coder_mcp_tasks WHERE task_id = $1";
     pub const GET: &str = "SELECT task_id, user_id, request, workspace_name, status, status_message, result, owner, created_at, updated_at, expires_at
         FROM coder_mcp_tasks WHERE task_id = $1 AND user_id = $2";
     pub const PROGRESS: &str = "UPDATE coder_mcp_tasks SET status_message = $2, updated_at = $3
@@ -142,15 +140,52 @@ mod sql {
     pub const EXPIRE_REPLICAS: &str = "DELETE FROM coder_mcp_replicas WHERE seen_at <= $1";
 }
 
+/// A failure that goes away when the transaction is tried again: PostgreSQL's deadlock
+/// and serialization failures.
+fn retryable(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
 /// The same operations on SQLite and PostgreSQL (the SQL is shared; only the pool differs).
 macro_rules! task_queries {
     ($store:ty) => {
         impl $store {
+            /// The task and its keys in one transaction: a task that gives way leaves no
+            /// trace, and one that another start saw holding a key has all of its keys
+            /// (claimed one by one outside a transaction, three starts with overlapping
+            /// keys could each claim one, and one give way after another had already
+            /// answered with its id). On PostgreSQL a claim of a key that another open
+            /// transaction claimed waits for it, and then fails (serializable) if that one
+            /// committed, as does a cycle of such waits (a deadlock): it starts again.
             pub(super) async fn task_start(
                 &self,
                 record: &TaskRecord,
                 keys: &[String],
             ) -> Result<Started, StoreError> {
+                let mut attempts = 0;
+                loop {
+                    match self.task_start_once(record, keys).await {
+                        Ok(Some(started)) => return Ok(started),
+                        // The holder of a key ended between the claim and the look:
+                        // the key is free now.
+                        Ok(None) if attempts < 10 => attempts += 1,
+                        Err(err) if attempts < 10 && retryable(&err) => attempts += 1,
+                        Ok(None) => {
+                            return Err(self.error("a task key vanished while it was claimed"));
+                        }
+                        Err(err) => return Err(self.error(err)),
+                    }
+                }
+            }
+
+            async fn task_start_once(
+                &self,
+                record: &TaskRecord,
+                keys: &[String],
+            ) -> Result<Option<Started>, sqlx::Error> {
+                let mut tx = self.begin_write().await?;
                 sqlx::query(sql::INSERT)
                     .bind(&record.task_id)
                     .bind(record.user.to_string())
@@ -163,40 +198,29 @@ macro_rules! task_queries {
                     .bind(record.created_at)
                     .bind(record.updated_at)
                     .bind(record.expires_at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.error(e))?;
+                    .execute(&mut *tx)
+                    .await?;
                 for key in keys {
                     let taken: Option<String> = sqlx::query_scalar(sql::CLAIM_KEY)
                         .bind(record.user.to_string())
                         .bind(key)
                         .bind(&record.task_id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(|e| self.error(e))?;
+                        .fetch_optional(&mut *tx)
+                        .await?;
                     if taken.is_some() {
                         continue;
                     }
                     let holder: Option<String> = sqlx::query_scalar(sql::KEY_HOLDER)
                         .bind(record.user.to_string())
                         .bind(key)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(|e| self.error(e))?;
-                    // This task gives way: its keys and its row go.
-                    for query in [sql::FORGET_KEYS, sql::DELETE] {
-                        sqlx::query(query)
-                            .bind(&record.task_id)
-                            .execute(&self.pool)
-                            .await
-                            .map_err(|e| self.error(e))?;
-                    }
-                    return match holder {
-                        Some(holder) => Ok(Started::Existing(holder)),
-                        None => Err(self.error("a task key vanished while it was claimed")),
-                    };
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    // This task gives way: nothing of it stays.
+                    tx.rollback().await?;
+                    return Ok(holder.map(Started::Existing));
                 }
-                Ok(Started::New)
+                tx.commit().await?;
+                Ok(Some(Started::New))
             }
 
             pub(super) async fn task_get(
@@ -659,6 +683,68 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    /// Three starts at once whose keys overlap in a cycle (each shares a key with each
+    /// other): exactly one task starts, and the other two answer with its id, a task
+    /// that exists. Many rounds, to give the interleavings a chance.
+    async fn overlapping_starts_agree(store: Store) {
+        for _ in 0..20 {
+            let user = Uuid::new_v4();
+            let records: Vec<TaskRecord> = (0..3).map(|_| record(user, i64::MAX / 2)).collect();
+            let keys = [
+                vec!["name:a".to_owned(), "chat:b".to_owned()],
+                vec!["chat:b".to_owned(), "session:c".to_owned()],
+                vec!["session:c".to_owned(), "name:a".to_owned()],
+            ];
+            let (one, two, three) = tokio::join!(
+                store.task_start(&records[0], &keys[0]),
+                store.task_start(&records[1], &keys[1]),
+                store.task_start(&records[2], &keys[2]),
+            );
+            let outcomes = [one.unwrap(), two.unwrap(), three.unwrap()];
+            let started: Vec<&str> = outcomes
+                .iter()
+                .zip(&records)
+                .filter(|(outcome, _)| **outcome == Started::New)
+                .map(|(_, record)| record.task_id.as_str())
+                .collect();
+            assert_eq!(started.len(), 1, "{outcomes:?}");
+            for outcome in &outcomes {
+                if let Started::Existing(holder) = outcome {
+                    assert_eq!(holder, started[0], "{outcomes:?}");
+                }
+            }
+            assert!(store.task_get(user, started[0]).await.unwrap().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn overlapping_starts_agree_in_every_store() {
+        overlapping_starts_agree(Store::memory()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("store.db"));
+        overlapping_starts_agree(
+            Store::open(&location, StoreOptions::default())
+                .await
+                .unwrap(),
+        )
+        .await;
+        match std::env::var("CODER_MCP_TEST_POSTGRES") {
+            Ok(url) => {
+                let location = StoreLocation::Postgres(url);
+                overlapping_starts_agree(
+                    Store::open(&location, StoreOptions::default())
+                        .await
+                        .unwrap(),
+                )
+                .await;
+            }
+            Err(_) => assert!(
+                std::env::var_os("CODER_MCP_REQUIRE_POSTGRES").is_none(),
+                "CODER_MCP_REQUIRE_POSTGRES is set but CODER_MCP_TEST_POSTGRES is not"
+            ),
+        }
     }
 
     #[tokio::test]
