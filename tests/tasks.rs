@@ -387,3 +387,98 @@ async fn stateless_clients_of_2026_07_28_get_tasks() {
     assert_eq!(result["structuredContent"]["created"], true, "{done}");
     assert_eq!(env.workspaces().len(), 1);
 }
+
+/// Tasks that wait on one workspace share one follower of it on a replica: the creator's
+/// task (keyed by its session alone) and tasks of another session that name the
+/// workspace each get their own result, but Coder sees one watch stream and one
+/// build-log stream for them all; cancelling one task leaves the others waiting on it.
+#[tokio::test]
+async fn tasks_on_one_workspace_share_one_watch() {
+    let env = Env::new().await;
+    hold_builds(&env);
+    let http = serve(&env, &env.store()).await;
+    let creator = tasks_client(&http, TOKEN).await;
+    let other = tasks_client(&http, TOKEN).await;
+    let first = start_task(&creator, env.create_args()).await;
+    env.sim
+        .wait_until(|v| v.held_builds() == 1 && v.open_watch_streams() == 1)
+        .await;
+    let name = env.workspaces()[0].name.clone();
+    let waiting = |a: &GetTaskResult| status_message(a).contains("building");
+
+    // Another session names the workspace: a task of its own, on the same workspace.
+    let mut args = env.create_args();
+    args["name"] = json!(name);
+    let second = start_task(&other, args.clone()).await;
+    assert_ne!(second, first);
+    poll_until(
+        &other,
+        &second,
+        "the second task to wait on the build",
+        waiting,
+    )
+    .await;
+    other
+        .client
+        .cancel_task(CancelTaskParams::new(second.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&other, &second).await.task.task.status,
+        TaskStatus::Cancelled
+    );
+    assert_eq!(
+        get(&creator, &first).await.task.task.status,
+        TaskStatus::Working,
+        "cancelling one task leaves the other waiting"
+    );
+
+    // And again, after the cancel: a new task, which joins the one watch still open.
+    let third = start_task(&other, args).await;
+    assert_ne!(third, second, "a cancelled task is not returned");
+    poll_until(
+        &other,
+        &third,
+        "the third task to wait on the build",
+        waiting,
+    )
+    .await;
+    env.sim.release_builds();
+
+    let created = poll_until(&creator, &first, "the creator's task", |a| {
+        a.task.task.status == TaskStatus::Completed
+    })
+    .await;
+    let found = poll_until(&other, &third, "the naming task", |a| {
+        a.task.task.status == TaskStatus::Completed
+    })
+    .await;
+    let (created, found) = (completed(&created), completed(&found));
+    assert_ne!(created["isError"], true, "{created}");
+    assert_ne!(found["isError"], true, "{found}");
+    assert_eq!(
+        created["structuredContent"]["workspace_name"],
+        name.as_str()
+    );
+    assert_eq!(found["structuredContent"]["workspace_name"], name.as_str());
+    assert_eq!(created["structuredContent"]["created"], true, "{created}");
+    assert_eq!(found["structuredContent"]["created"], false, "{found}");
+    assert_eq!(
+        get(&other, &second).await.task.task.status,
+        TaskStatus::Cancelled
+    );
+
+    let view = env.sim.view();
+    assert_eq!(
+        view.requests_matching("GET", "/watch-ws"),
+        1,
+        "three tasks on one workspace, one watch stream"
+    );
+    let build = env.workspaces()[0].latest_build.id;
+    assert_eq!(
+        view.requests_matching("GET", &format!("/workspacebuilds/{build}/logs")),
+        1,
+        "and one build-log stream"
+    );
+    assert_eq!(env.workspaces().len(), 1);
+}

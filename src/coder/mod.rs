@@ -8,7 +8,7 @@ pub use client::CoderClient;
 /// The API's types, shared with the simulated Coder (the `coder-api` crate).
 pub use coder_api as types;
 pub use error::CoderError;
-pub use streams::{BuildLogFollower, WatchConfig, WorkspaceWatch};
+pub use streams::{BuildLogFollower, WatchConfig, WatchHub};
 pub use token::{LiveToken, SessionToken};
 
 /// A Coder user, and the client that acts as them (their own token).

@@ -3,12 +3,18 @@
 //!
 //! Each runs in its own task and hands results over a channel, so a consumer can
 //! `select!` on it next to timers and cancellation without ever tearing down a
-//! half-read WebSocket frame.
+//! half-read WebSocket frame. Streams are opened through a [`WatchHub`], which runs one
+//! per workspace (and per build log) for however many calls and tasks wait on it, and
+//! stops it when the last of them lets go.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 use uuid::Uuid;
@@ -52,45 +58,46 @@ impl Default for WatchConfig {
     }
 }
 
-/// Workspace snapshots as they change; dropping it stops the watching task.
+/// What a workspace watch publishes: the latest snapshot (none yet at first), or the
+/// error that ended the watch.
+type Latest = Option<Result<Arc<Workspace>, CoderError>>;
+
+/// What a holder of a workspace watch reads: its snapshots and its outages.
+type WatchReceivers = (watch::Receiver<Latest>, watch::Receiver<Option<Instant>>);
+
+/// Workspace snapshots as they change, from the watch of the workspace that every
+/// holder shares; dropping the last holder stops the watching task.
 pub struct WorkspaceWatch {
-    /// Boxed: tokio's channel allocates its slots 32 at a time, and a `Workspace` is large.
-    rx: mpsc::Receiver<Result<Box<Workspace>, CoderError>>,
+    latest: watch::Receiver<Latest>,
     /// Since when Coder has not answered the watch (no stream, failing polls), if it has not.
     outage: watch::Receiver<Option<Instant>>,
-    task: tokio::task::JoinHandle<()>,
+    _running: Arc<Running>,
 }
 
 impl WorkspaceWatch {
-    /// Starts watching. The first item is the workspace as it is now.
-    pub fn start(client: CoderClient, workspace: Uuid, config: WatchConfig) -> Self {
-        let (tx, rx) = mpsc::channel(16);
-        let (outage_tx, outage) = watch::channel(None);
-        let watcher = Watcher {
-            client,
-            workspace,
-            config,
-            tx,
-            outage: outage_tx,
-        };
-        let task = tokio::spawn(watcher.run());
-        Self { rx, outage, task }
-    }
-
     /// Whether Coder is answering the watch, followed on its own (so a caller can wait
     /// on it and on [`Self::next`] at once).
     pub fn outages(&self) -> Outages {
         Outages(self.outage.clone())
     }
 
-    /// The next snapshot; `Err` is final (the workspace is gone, or the token was rejected).
+    /// The next snapshot; the first is the latest one (the workspace as it is now).
+    /// Snapshots that came and went while the holder was busy are skipped: only the
+    /// latest state matters to a wait. `Err` is final (the workspace is gone, or the
+    /// token was rejected).
     pub async fn next(&mut self) -> Result<Workspace, CoderError> {
-        match self.rx.recv().await {
-            Some(item) => item.map(|ws| *ws),
-            None => Err(CoderError::Decode {
-                what: "the workspace watch".into(),
-                reason: "the watch stopped unexpectedly".into(),
-            }),
+        loop {
+            if self.latest.changed().await.is_err() {
+                return Err(CoderError::Decode {
+                    what: "the workspace watch".into(),
+                    reason: "the watch stopped unexpectedly".into(),
+                });
+            }
+            match &*self.latest.borrow_and_update() {
+                Some(Ok(ws)) => return Ok(Workspace::clone(ws)),
+                Some(Err(err)) => return Err(err.clone()),
+                None => {}
+            }
         }
     }
 }
@@ -113,17 +120,11 @@ impl Outages {
     }
 }
 
-impl Drop for WorkspaceWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 struct Watcher {
     client: CoderClient,
     workspace: Uuid,
     config: WatchConfig,
-    tx: mpsc::Sender<Result<Box<Workspace>, CoderError>>,
+    tx: watch::Sender<Latest>,
     outage: watch::Sender<Option<Instant>>,
 }
 
@@ -179,7 +180,7 @@ impl Watcher {
 
     async fn run(self) {
         if let Err(err) = self.watch().await {
-            let _ = self.tx.send(Err(err)).await;
+            let _ = self.tx.send(Some(Err(err)));
         }
     }
 
@@ -237,7 +238,7 @@ impl Watcher {
             match self.client.workspace(self.workspace).await {
                 Ok(ws) => {
                     self.reached();
-                    if self.tx.send(Ok(Box::new(ws))).await.is_err() {
+                    if self.tx.send(Some(Ok(Arc::new(ws)))).is_err() {
                         return Ok(());
                     }
                 }
@@ -261,7 +262,7 @@ impl Watcher {
             match event {
                 Ok(Some(Event::Workspace(ws))) => {
                     self.reached();
-                    if self.tx.send(Ok(ws)).await.is_err() {
+                    if self.tx.send(Some(Ok(Arc::from(ws)))).is_err() {
                         return Ok(false);
                     }
                 }
@@ -453,49 +454,15 @@ pub struct BuildLogStatus {
 }
 
 /// Follows `GET /workspacebuilds/{id}/logs?follow=true` (a WebSocket Coder closes when
-/// the job completes) and publishes the latest stage. Best effort: build progress
-/// never depends on it, so failures only cost the stage names in progress messages.
+/// the job completes) and publishes the latest stage, for every holder of the build's
+/// log at once; dropping the last holder stops it. Best effort: build progress never
+/// depends on it, so failures only cost the stage names in progress messages.
 pub struct BuildLogFollower {
     latest: watch::Receiver<BuildLogStatus>,
-    task: tokio::task::JoinHandle<()>,
+    _running: Arc<Running>,
 }
 
 impl BuildLogFollower {
-    pub fn start(client: CoderClient, build: Uuid) -> Self {
-        let (tx, latest) = watch::channel(BuildLogStatus::default());
-        let task = tokio::spawn(async move {
-            let path = format!("/workspacebuilds/{build}/logs?follow=true&after=0");
-            let mut stream = match connect_websocket(&client, &path).await {
-                Ok(stream) => stream,
-                Err(err) => {
-                    tracing::debug!(%build, error = %err, "cannot follow the build log");
-                    return;
-                }
-            };
-            while let Some(Ok(message)) = stream.next().await {
-                let text = match message {
-                    Message::Text(text) => text.to_string(),
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                if let Ok(log) = serde_json::from_str::<ProvisionerJobLog>(&text) {
-                    // Wake readers on a new stage only, not on every terraform line.
-                    tx.send_if_modified(|status| {
-                        let new_stage = !log.stage.is_empty() && log.stage != status.stage;
-                        if new_stage {
-                            status.stage = log.stage;
-                        }
-                        status.output = log.output;
-                        status.lines += 1;
-                        new_stage
-                    });
-                }
-            }
-            let _ = stream.close(None).await;
-        });
-        Self { latest, task }
-    }
-
     pub fn latest(&self) -> BuildLogStatus {
         self.latest.borrow().clone()
     }
@@ -508,8 +475,239 @@ impl BuildLogFollower {
     }
 }
 
-impl Drop for BuildLogFollower {
+/// Follows the build log, publishing its stages to `tx`.
+async fn follow_build_log(client: CoderClient, build: Uuid, tx: watch::Sender<BuildLogStatus>) {
+    let path = format!("/workspacebuilds/{build}/logs?follow=true&after=0");
+    let mut stream = match connect_websocket(&client, &path).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(%build, error = %err, "cannot follow the build log");
+            return;
+        }
+    };
+    while let Some(Ok(message)) = stream.next().await {
+        let text = match message {
+            Message::Text(text) => text.to_string(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        if let Ok(log) = serde_json::from_str::<ProvisionerJobLog>(&text) {
+            // Wake readers on a new stage only, not on every terraform line.
+            tx.send_if_modified(|status| {
+                let new_stage = !log.stage.is_empty() && log.stage != status.stage;
+                if new_stage {
+                    status.stage = log.stage;
+                }
+                status.output = log.output;
+                status.lines += 1;
+                new_stage
+            });
+        }
+    }
+    let _ = stream.close(None).await;
+}
+
+/// The streams of this process, one per workspace (and per build log) and user, shared
+/// by every call and task that waits on it: however many of them look at a workspace,
+/// Coder sees one watch and one build-log stream, and this process holds one of each.
+/// Keyed by user too, as a stream is opened with its user's token.
+#[derive(Default)]
+pub struct WatchHub {
+    workspaces: Shared<(Uuid, Uuid), WatchReceivers>,
+    build_logs: Shared<(Uuid, Uuid), watch::Receiver<BuildLogStatus>>,
+}
+
+impl WatchHub {
+    /// Watches `workspace` for `user` (with `client`, that user's, if no watch of it runs
+    /// yet). The first snapshot is the workspace as it is now.
+    pub fn workspace(
+        &self,
+        user: Uuid,
+        client: &CoderClient,
+        workspace: Uuid,
+        config: &WatchConfig,
+    ) -> WorkspaceWatch {
+        let ((latest, outage), running) = self.workspaces.get_or_start((user, workspace), || {
+            let (tx, latest) = watch::channel(None);
+            let (outage_tx, outage) = watch::channel(None);
+            let watcher = Watcher {
+                // Not limited by the time of the call that happens to start it: the
+                // watch serves every later waiter too.
+                client: client.within(None),
+                workspace,
+                config: config.clone(),
+                tx,
+                outage: outage_tx,
+            };
+            ((latest, outage), tokio::spawn(watcher.run()))
+        });
+        let mut latest = latest;
+        // The latest snapshot is news to a new holder.
+        latest.mark_changed();
+        WorkspaceWatch {
+            latest,
+            outage,
+            _running: running,
+        }
+    }
+
+    /// Follows the log of `build` for `user`.
+    pub fn build_log(&self, user: Uuid, client: &CoderClient, build: Uuid) -> BuildLogFollower {
+        let (latest, running) = self.build_logs.get_or_start((user, build), || {
+            let (tx, latest) = watch::channel(BuildLogStatus::default());
+            let task = tokio::spawn(follow_build_log(client.within(None), build, tx));
+            (latest, task)
+        });
+        BuildLogFollower {
+            latest,
+            _running: running,
+        }
+    }
+
+    /// How many streams run (for tests).
+    #[cfg(test)]
+    fn running(&self) -> usize {
+        self.workspaces.len() + self.build_logs.len()
+    }
+}
+
+/// A running stream task: aborted, and forgotten by its [`Shared`] map, when the last of
+/// its holders drops it.
+struct Running {
+    task: tokio::task::JoinHandle<()>,
+    forget: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(forget) = self.forget.lock().take() {
+            forget();
+        }
+    }
+}
+
+/// Running tasks by key, each with the receivers its holders get (`V`).
+struct Shared<K, V> {
+    entries: Arc<Mutex<Entries<K, V>>>,
+}
+
+struct Entries<K, V> {
+    serial: u64,
+    map: HashMap<K, Entry<V>>,
+}
+
+struct Entry<V> {
+    /// Tells this entry from a later one of the same key.
+    serial: u64,
+    /// Weak: the holders keep the task running, not the map.
+    running: Weak<Running>,
+    receivers: V,
+}
+
+impl<K, V> Default for Shared<K, V> {
+    fn default() -> Self {
+        Shared {
+            entries: Arc::new(Mutex::new(Entries {
+                serial: 0,
+                map: HashMap::new(),
+            })),
+        }
+    }
+}
+
+impl<K, V> Shared<K, V>
+where
+    K: Eq + Hash + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    /// The running task of `key` (started with `start` if there is none, or if it has
+    /// ended: a watch that ended with an error is not handed to a later waiter).
+    fn get_or_start(
+        &self,
+        key: K,
+        start: impl FnOnce() -> (V, tokio::task::JoinHandle<()>),
+    ) -> (V, Arc<Running>) {
+        // Declared before the lock is taken, so dropped after it is released: dropping
+        // the last holder takes the lock (to forget the entry).
+        let mut ended: Option<Arc<Running>> = None;
+        let mut entries = self.entries.lock();
+        if let Some(entry) = entries.map.get(&key)
+            && let Some(running) = entry.running.upgrade()
+        {
+            if !running.task.is_finished() {
+                return (entry.receivers.clone(), running);
+            }
+            ended = Some(running);
+        }
+        let (receivers, task) = start();
+        entries.serial += 1;
+        let serial = entries.serial;
+        let map = Arc::downgrade(&self.entries);
+        let forgotten = key.clone();
+        let forget = move || {
+            if let Some(entries) = map.upgrade() {
+                let mut entries = entries.lock();
+                if entries
+                    .map
+                    .get(&forgotten)
+                    .is_some_and(|entry| entry.serial == serial)
+                {
+                    entries.map.remove(&forgotten);
+                }
+            }
+        };
+        let running = Arc::new(Running {
+            task,
+            forget: Mutex::new(Some(Box::new(forget))),
+        });
+        entries.map.insert(
+            key,
+            Entry {
+                serial,
+                running: Arc::downgrade(&running),
+                receivers: receivers.clone(),
+            },
+        );
+        drop(entries);
+        drop(ended);
+        (receivers, running)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coder::SessionToken;
+
+    #[tokio::test]
+    async fn one_watch_per_workspace_and_user_until_its_last_holder_lets_go() {
+        // Nothing answers there; the watching tasks do not get to run before the end.
+        let client = CoderClient::new("http://127.0.0.1:9", SessionToken::new("t")).unwrap();
+        let config = WatchConfig::default();
+        let hub = WatchHub::default();
+        let (user, workspace) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = hub.workspace(user, &client, workspace, &config);
+        let second = hub.workspace(user, &client, workspace, &config);
+        assert!(Arc::ptr_eq(&first._running, &second._running));
+        let log = hub.build_log(user, &client, workspace);
+        let same_log = hub.build_log(user, &client, workspace);
+        assert!(Arc::ptr_eq(&log._running, &same_log._running));
+        // Another user's token watches on its own.
+        let others = hub.workspace(Uuid::new_v4(), &client, workspace, &config);
+        assert!(!Arc::ptr_eq(&first._running, &others._running));
+        assert_eq!(hub.running(), 3);
+        drop(first);
+        assert_eq!(hub.running(), 3, "still held");
+        drop(second);
+        drop((log, same_log));
+        assert_eq!(hub.running(), 1, "stopped with their last holders");
+        drop(others);
+        assert_eq!(hub.running(), 0);
     }
 }

@@ -33,7 +33,7 @@ use super::wait::WaitClocks;
 use crate::coder::types::{
     CreateWorkspaceRequest, Preset, Template, Workspace, WorkspaceBuildParameter,
 };
-use crate::coder::{CoderClient, WatchConfig};
+use crate::coder::{CoderClient, WatchConfig, WatchHub};
 use crate::store::{Binding, Replaced, Store};
 
 /// Timeouts and pacing of `create_workspace`.
@@ -85,6 +85,8 @@ pub struct Engine {
     pub(super) store: Store,
     pub(super) locks: KeyLocks,
     pub(super) clocks: WaitClocks,
+    /// The watch and build-log streams, one per workspace however many wait on it.
+    pub(super) watches: WatchHub,
 }
 
 impl Engine {
@@ -94,6 +96,7 @@ impl Engine {
             store,
             locks: KeyLocks::default(),
             clocks: WaitClocks::default(),
+            watches: WatchHub::default(),
         }
     }
 
@@ -439,7 +442,7 @@ impl Call<'_> {
             // No parameter differs: the preset note alone says what happened.
             notes[said].push_str("; it was returned as it is");
         }
-        let (ws, readiness, restarted) = self.wait_ready(ws).await?;
+        let (ws, readiness, restarted) = self.wait_ready(task.user, ws).await?;
         if restarted && state != Found::Stopped {
             notes.insert(
                 0,
@@ -656,7 +659,7 @@ impl Call<'_> {
                 notes.extend(checked.preset.note());
             }
         }
-        let (ws, readiness, _) = self.wait_ready(ws).await?;
+        let (ws, readiness, _) = self.wait_ready(task.user, ws).await?;
         let mut result = self.result(&ws, created, readiness, origin, notes);
         result.prebuilt = prebuilt;
         self.with_startup_log(result, &ws).await

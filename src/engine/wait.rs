@@ -11,11 +11,11 @@ use super::create::{Call, EngineConfig, Until, sleep_until_opt};
 use super::decide::job_error;
 use super::outcome::CreateError;
 use super::progress::Phase;
+use crate::coder::BuildLogFollower;
 use crate::coder::types::{
     CreateWorkspaceBuildRequest, ProvisionerJobStatus, Workspace, WorkspaceAgent,
     WorkspaceAgentLifecycle, WorkspaceAgentStatus, WorkspaceTransition,
 };
-use crate::coder::{BuildLogFollower, WorkspaceWatch};
 
 /// What a wait is measured for, so a call that resumes after `--max-call-wait` does
 /// not restart the build, agent or startup-script timeouts.
@@ -114,20 +114,25 @@ impl Call<'_> {
         self.engine.clocks.started(build, kind, longest * 2)
     }
 
-    /// Follows the workspace until it is ready, fails, times out or the call's own
-    /// limit comes. Returns the last snapshot and whether a stopped workspace was started.
+    /// Follows the workspace (of `user`) until it is ready, fails, times out or the
+    /// call's own limit comes. Returns the last snapshot and whether a stopped workspace
+    /// was started. The watch and build-log streams are the process's for that
+    /// workspace, shared with every other call and task waiting on it.
     pub(super) async fn wait_ready(
         &mut self,
+        user: Uuid,
         mut ws: Workspace,
     ) -> Result<(Workspace, Readiness, bool), CreateError> {
         let client = self.client;
-        let mut watch =
-            WorkspaceWatch::start(self.client.clone(), ws.id, self.config().watch.clone());
+        let mut watch = self
+            .engine
+            .watches
+            .workspace(user, client, ws.id, &self.config().watch);
         let mut outages = watch.outages();
         let mut logs: Option<(Uuid, BuildLogFollower)> = None;
         let mut restarted = false;
         loop {
-            let step = self.assess(&ws, &mut logs);
+            let step = self.assess(user, &ws, &mut logs);
             let (phase, timeout) = match step {
                 Step::Done(readiness) => {
                     if matches!(readiness, Readiness::Ready) {
@@ -234,7 +239,12 @@ impl Call<'_> {
     }
 
     /// What `ws` means for the wait.
-    fn assess(&self, ws: &Workspace, logs: &mut Option<(Uuid, BuildLogFollower)>) -> Step {
+    fn assess(
+        &self,
+        user: Uuid,
+        ws: &Workspace,
+        logs: &mut Option<(Uuid, BuildLogFollower)>,
+    ) -> Step {
         let build = &ws.latest_build;
         let job = &build.job;
         let build_deadline = || {
@@ -296,7 +306,7 @@ impl Call<'_> {
                 {
                     *logs = Some((
                         build.id,
-                        BuildLogFollower::start(self.client.clone(), build.id),
+                        self.engine.watches.build_log(user, self.client, build.id),
                     ));
                 }
                 let stage = logs

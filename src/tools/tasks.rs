@@ -9,6 +9,11 @@
 //! about a live task whose follower is gone (its replica has not been seen for three
 //! heartbeats) takes it over and follows the workspace again from Coder, which knows its
 //! state: the creation is idempotent, so following again never makes a second workspace.
+//! Tasks that look at one workspace (a conversation's, and another's that names it; one
+//! taken over next to one still followed) each run their own creation, which gives each
+//! its own result (`created` only for the one that made it), but they wait on the
+//! replica's one follower of that workspace: its watch and build-log streams, shared
+//! through the engine ([`crate::coder::WatchHub`]) and stopped when no task waits on it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
