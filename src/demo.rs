@@ -128,6 +128,16 @@ impl Session {
         let value = result
             .structured_content
             .with_context(|| format!("{tool} returned no structured content"))?;
+        // rmcp hands each progress notification to a task of its own, so the last one can
+        // come after the result (and is then not shown): the result says how it ended.
+        if let Some(name) = value.get("workspace_name").and_then(Value::as_str) {
+            // No `status` and no `agent_status`: ready.
+            let status = ["status", "agent_status"]
+                .iter()
+                .find_map(|field| value.get(*field).and_then(Value::as_str))
+                .unwrap_or("ready");
+            eprintln!("  result: {name} is {status}");
+        }
         println!("{}", serde_json::to_string_pretty(&value)?); // stdout-ok: the demo's results
         Ok(value)
     }
