@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::ClientData;
-use super::endpoints::{MAX_REDIRECT_URIS, strings, valid_redirect_uri};
+use super::endpoints::{MAX_REDIRECT_URIS, client_name, strings, valid_redirect_uri};
 
 /// The draft suggests 5 KB: a document is a handful of fields.
 const MAX_DOCUMENT: usize = 5 * 1024;
@@ -195,13 +195,7 @@ fn client_from_document(client_id: &str, document: &Value) -> Result<ClientData,
         Err(why) => return bad(&format!("is invalid: {why}")),
         Ok(_) => {}
     }
-    let client_name = document
-        .get("client_name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .chars()
-        .take(200)
-        .collect();
+    let client_name = client_name(document);
     Ok(ClientData {
         redirect_uris,
         client_name,

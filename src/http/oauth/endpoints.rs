@@ -254,6 +254,18 @@ pub(super) fn strings(value: &Value, field: &str) -> Result<Option<Vec<String>>,
     }
 }
 
+/// A client's `client_name` from its metadata (registration or document), at most 200
+/// characters.
+pub(super) fn client_name(metadata: &Value) -> String {
+    metadata
+        .get("client_name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}
+
 /// `POST /register` (RFC 7591).
 async fn register(
     State(server): State<Shared>,
@@ -336,13 +348,7 @@ async fn register(
         Ok(Some(_)) => return metadata("response_types may only be code".into()),
         Err(why) => return metadata(why),
     }
-    let client_name: String = request
-        .get("client_name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .chars()
-        .take(200)
-        .collect();
+    let client_name = client_name(&request);
     let (client_id, secret) = match (random_token(16), random_token(32)) {
         (Ok(id), Ok(secret)) => (format!("cwm_client_{id}"), secret),
         (Err(e), _) | (_, Err(e)) => return server_error(e),
@@ -534,33 +540,52 @@ async fn authorize(
     )
 }
 
+/// The sign-in waiting under our `state` (and its store key): read, or taken (`take`:
+/// Coder's answer uses it once), or the page that says why there is none.
+async fn pending_sign_in(
+    server: &OAuthServer,
+    our_state: &str,
+    take: bool,
+) -> Result<(String, PendingData), Response> {
+    let key = hash(our_state);
+    let row = if take {
+        server.store.oauth_take(OAuthTable::Pending, &key).await
+    } else {
+        server.store.oauth_get(OAuthTable::Pending, &key).await
+    };
+    let row = match row {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            return Err(error_page(
+                StatusCode::BAD_REQUEST,
+                "this sign-in is unknown or expired; start again from your MCP client",
+            ));
+        }
+        Err(e) => return Err(server_error(e)),
+    };
+    server
+        .config
+        .key
+        .open(&format!("pending:{key}"), &row.data)
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .map(|pending| (key, pending))
+        .ok_or_else(|| {
+            error_page(
+                StatusCode::BAD_REQUEST,
+                "this sign-in cannot be read; start again",
+            )
+        })
+}
+
 /// `POST /authorize`: the user's answer on the consent page.
 async fn decide(State(server): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let form: Params = url::form_urlencoded::parse(&body).into_owned().collect();
     let Some(our_state) = form.get("state").filter(|s| !s.is_empty()) else {
         return error_page(StatusCode::BAD_REQUEST, "state is missing");
     };
-    let key = hash(our_state);
-    let row = match server.store.oauth_get(OAuthTable::Pending, &key).await {
-        Ok(Some(row)) => row,
-        Ok(None) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "this sign-in is unknown or expired; start again from your MCP client",
-            );
-        }
-        Err(e) => return server_error(e),
-    };
-    let pending: Option<PendingData> = server
-        .config
-        .key
-        .open(&format!("pending:{key}"), &row.data)
-        .and_then(|plain| serde_json::from_slice(&plain).ok());
-    let Some(pending) = pending else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "this sign-in cannot be read; start again",
-        );
+    let (key, pending) = match pending_sign_in(&server, our_state, false).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     // Only the browser that was shown the page may answer it: a page on another site
     // cannot send its cookie along with a form it posts here.
@@ -633,27 +658,9 @@ async fn callback(State(server): State<Shared>, Query(query): Query<Params>) -> 
     let Some(our_state) = get("state") else {
         return error_page(StatusCode::BAD_REQUEST, "state is missing");
     };
-    let key = hash(our_state);
-    let row = match server.store.oauth_take(OAuthTable::Pending, &key).await {
-        Ok(Some(row)) => row,
-        Ok(None) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "this sign-in is unknown or expired; start again from your MCP client",
-            );
-        }
-        Err(e) => return server_error(e),
-    };
-    let pending: Option<PendingData> = server
-        .config
-        .key
-        .open(&format!("pending:{key}"), &row.data)
-        .and_then(|plain| serde_json::from_slice(&plain).ok());
-    let Some(pending) = pending else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "this sign-in cannot be read; start again",
-        );
+    let (_, pending) = match pending_sign_in(&server, our_state, true).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let back = |error: &str, why: &str| {
         redirect_error(
