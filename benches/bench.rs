@@ -60,6 +60,9 @@ impl Options {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == MINIMAL_SERVER_ARG) {
+        return serve_minimal_rmcp().await;
+    }
     let options = Options {
         quick: args.iter().any(|a| a == "--quick"),
         only: args
@@ -150,6 +153,28 @@ async fn main() -> anyhow::Result<()> {
     }
     for (name, ratios) in &report.overhead.round_ratios {
         println!("p50 ratio to the direct GET per round [{name:>11}]: {ratios:.2?}");
+    }
+    if options.runs("overhead") {
+        let sim = ExternalSim::start(&server).await?;
+        let (binary, url) = (server.clone(), sim.url.clone());
+        let layer = tokio::task::spawn_blocking(move || mcp_layer(&binary, &url, calls)).await??;
+        println!(
+            "MCP layer over stdio, raw JSON-RPC client, p50 (median of {} rounds of {}): rmcp's minimal server ping {:.0} µs; ours: ping {:.0} µs, tools/list {:.0} µs ({} bytes; +{:.0} over ping), list_templates {:.0} µs; direct GET {:.0} µs (raw {:.0} µs); list_templates − (ping + GET) = {:.0} µs; on a multi-threaded runtime: ping {:.0} µs, list_templates {:.0} µs",
+            layer.rounds,
+            layer.calls_per_round,
+            layer.minimal_ping_us,
+            layer.ping_us,
+            layer.tools_list_us,
+            layer.tools_list_bytes,
+            layer.tools_list_over_ping_us,
+            layer.list_templates_us,
+            layer.direct_get_us,
+            layer.raw_get_us,
+            layer.list_templates_over_ping_and_get_us,
+            layer.multi_thread_ping_us,
+            layer.multi_thread_list_templates_us
+        );
+        report.mcp_layer = layer;
     }
 
     let sessions = if options.quick { 200 } else { 1000 };
@@ -954,6 +979,299 @@ impl ExternalSim {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(ExternalSim { _child: child, url })
     }
+}
+
+// ---- 3b: the MCP layer over stdio ---------------------------------------------------
+
+/// The cost of the MCP layer itself: one raw JSON-RPC client (a line written, a line read,
+/// blocking, on a thread of its own: nothing of rmcp on the client's side), against our
+/// server and against rmcp's own minimal server, with a raw HTTP/1.1 GET of the template
+/// list as the baseline of what `list_templates` wraps. All p50s in µs, the median over
+/// interleaved rounds.
+#[derive(Default, serde::Serialize)]
+struct McpLayer {
+    rounds: usize,
+    calls_per_round: usize,
+    /// rmcp's minimal server (a `ServerHandler` with nothing in it) over `rmcp::transport::stdio`.
+    minimal_ping_us: f64,
+    ping_us: f64,
+    tools_list_us: f64,
+    tools_list_bytes: usize,
+    list_templates_us: f64,
+    /// The GET `list_templates` wraps, made as the server makes it (reqwest, from a tokio
+    /// runtime, so with its hand-off to the connection's task).
+    direct_get_us: f64,
+    /// The same GET over a raw HTTP/1.1 connection, the floor of the request itself.
+    raw_get_us: f64,
+    /// The same server on a multi-threaded runtime (`stdio --runtime multi-thread`), as
+    /// it was served before: the baseline of serving stdio on one thread.
+    multi_thread_ping_us: f64,
+    multi_thread_list_templates_us: f64,
+    /// `tools/list` − `ping`: what the tool list costs beyond a round trip.
+    tools_list_over_ping_us: f64,
+    /// `list_templates` − (`ping` + direct GET): the MCP layer's cost of a tool call.
+    list_templates_over_ping_and_get_us: f64,
+}
+
+/// The argument that makes the bench binary serve as rmcp's minimal server.
+const MINIMAL_SERVER_ARG: &str = "--serve-minimal-rmcp-server";
+
+/// rmcp's minimal server on stdio, the baseline of a bare MCP round trip.
+async fn serve_minimal_rmcp() -> anyhow::Result<()> {
+    #[derive(Clone)]
+    struct Minimal;
+    impl rmcp::ServerHandler for Minimal {}
+    Minimal
+        .serve(rmcp::transport::stdio())
+        .await?
+        .waiting()
+        .await?;
+    Ok(())
+}
+
+/// A JSON-RPC client over a child's stdin and stdout, a blocking line at a time.
+struct RawStdio {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+    line: String,
+    next_id: u64,
+}
+
+impl RawStdio {
+    fn spawn(mut command: std::process::Command) -> anyhow::Result<RawStdio> {
+        use std::io::Write as _;
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut client = RawStdio {
+            input: child.stdin.take().unwrap(),
+            output: std::io::BufReader::new(child.stdout.take().unwrap()),
+            child,
+            line: String::new(),
+            next_id: 0,
+        };
+        client.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "raw-bench", "version": "0"}}),
+        )?;
+        writeln!(
+            client.input,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+        )?;
+        client.input.flush()?;
+        Ok(client)
+    }
+
+    /// One request, its answer's length; fails on a JSON-RPC error or a tool error.
+    fn request(&mut self, method: &str, params: Value) -> anyhow::Result<usize> {
+        use std::io::{BufRead as _, Write as _};
+        self.next_id += 1;
+        let request =
+            json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
+        let mut bytes = serde_json::to_vec(&request)?;
+        bytes.push(b'\n');
+        self.input.write_all(&bytes)?;
+        self.input.flush()?;
+        self.line.clear();
+        if self.output.read_line(&mut self.line)? == 0 {
+            bail!("the server closed stdout");
+        }
+        // A cheap check (the client's parse is not what is measured): a result for this id
+        // (serde writes the members in this order).
+        let start = format!(r#"{{"jsonrpc":"2.0","id":{},"result":"#, self.next_id);
+        if !self.line.starts_with(&start) || self.line.contains(r#""isError":true"#) {
+            bail!("{method}: unexpected answer {}", self.line.trim_end());
+        }
+        Ok(self.line.len())
+    }
+}
+
+impl Drop for RawStdio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTP/1.1 keep-alive GET, the smallest client there is.
+struct RawGet {
+    stream: std::io::BufReader<std::net::TcpStream>,
+    request: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl RawGet {
+    fn connect(base: &str, path: &str) -> anyhow::Result<RawGet> {
+        let authority = base.trim_start_matches("http://").trim_end_matches('/');
+        let stream = std::net::TcpStream::connect(authority)?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nCoder-Session-Token: {}\r\n\r\n",
+            SimCoder::DEMO_TOKEN
+        )
+        .into_bytes();
+        Ok(RawGet {
+            stream: std::io::BufReader::new(stream),
+            request,
+            body: Vec::new(),
+        })
+    }
+
+    fn get(&mut self) -> anyhow::Result<usize> {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        self.stream.get_mut().write_all(&self.request)?;
+        let mut length = None;
+        let mut line = String::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line)? == 0 {
+                bail!("the connection closed");
+            }
+            if first {
+                if !line.starts_with("HTTP/1.1 200") {
+                    bail!("GET: {}", line.trim_end());
+                }
+                first = false;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = Some(value.trim().parse::<usize>()?);
+            }
+        }
+        let length = length.context("the answer has no Content-Length")?;
+        self.body.resize(length, 0);
+        self.stream.read_exact(&mut self.body)?;
+        Ok(length)
+    }
+}
+
+fn mcp_layer(binary: &Path, sim_url: &str, calls: usize) -> anyhow::Result<McpLayer> {
+    let (store, _store_dir) = StoreArg::TempSqlite.resolve()?;
+    let mut ours = std::process::Command::new(binary);
+    ours.args(["stdio", "--log-level", "warn", "--store"])
+        .arg(&store)
+        .env("CODER_URL", sim_url)
+        .env("CODER_SESSION_TOKEN", SimCoder::DEMO_TOKEN);
+    let mut multi = std::process::Command::new(binary);
+    multi
+        .args([
+            "stdio",
+            "--log-level",
+            "warn",
+            "--runtime",
+            "multi-thread",
+            "--store",
+        ])
+        .arg(&store)
+        .env("CODER_URL", sim_url)
+        .env("CODER_SESSION_TOKEN", SimCoder::DEMO_TOKEN);
+    let mut ours = RawStdio::spawn(ours)?;
+    let mut multi = RawStdio::spawn(multi)?;
+    let mut minimal = std::process::Command::new(std::env::current_exe()?);
+    minimal.arg(MINIMAL_SERVER_ARG);
+    let mut minimal = RawStdio::spawn(minimal)?;
+    let mut raw_get = RawGet::connect(sim_url, "/api/v2/templates")?;
+    // The server's own kind of client, on a runtime of its own (this thread blocks).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let http = reqwest::Client::new();
+    let templates_url = format!("{sim_url}/api/v2/templates");
+    let direct_get = || {
+        runtime.block_on(async {
+            let body = http
+                .get(&templates_url)
+                .header("Coder-Session-Token", SimCoder::DEMO_TOKEN)
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+            anyhow::Ok(body.len())
+        })
+    };
+    let list_templates = json!({"name": "list_templates", "arguments": {}});
+
+    const RAW_GET: &str = "raw GET";
+    const TARGETS: [&str; 8] = [
+        "minimal ping",
+        "ping",
+        "tools/list",
+        "list_templates",
+        "multi-thread ping",
+        "multi-thread list_templates",
+        DIRECT,
+        RAW_GET,
+    ];
+    let mut once = |target: &str| -> anyhow::Result<usize> {
+        match target {
+            "minimal ping" => minimal.request("ping", json!({})),
+            "ping" => ours.request("ping", json!({})),
+            "tools/list" => ours.request("tools/list", json!({})),
+            "list_templates" => ours.request("tools/call", list_templates.clone()),
+            "multi-thread ping" => multi.request("ping", json!({})),
+            "multi-thread list_templates" => multi.request("tools/call", list_templates.clone()),
+            RAW_GET => raw_get.get(),
+            _ => direct_get(),
+        }
+    };
+    let mut tools_list_bytes = 0;
+    for target in TARGETS {
+        for _ in 0..50 {
+            let bytes = once(target)?;
+            if target == "tools/list" {
+                tools_list_bytes = bytes;
+            }
+        }
+    }
+    let rounds = ROUNDS * 2;
+    let per_round = (calls / ROUNDS).max(50);
+    let mut p50s: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut samples = Vec::with_capacity(per_round);
+    for _ in 0..rounds {
+        for target in TARGETS {
+            samples.clear();
+            for _ in 0..per_round {
+                let started = Instant::now();
+                once(target)?;
+                samples.push(started.elapsed().as_secs_f64() * 1e6);
+            }
+            samples.sort_by(f64::total_cmp);
+            p50s.entry(target)
+                .or_default()
+                .push(percentile(&samples, 50.0));
+        }
+    }
+    let median = |target: &str| {
+        let mut values = p50s.get(target).cloned().unwrap_or_default();
+        values.sort_by(f64::total_cmp);
+        percentile(&values, 50.0)
+    };
+    let ping = median("ping");
+    Ok(McpLayer {
+        rounds,
+        calls_per_round: per_round,
+        minimal_ping_us: median("minimal ping"),
+        ping_us: ping,
+        tools_list_us: median("tools/list"),
+        tools_list_bytes,
+        list_templates_us: median("list_templates"),
+        direct_get_us: median(DIRECT),
+        raw_get_us: median(RAW_GET),
+        multi_thread_ping_us: median("multi-thread ping"),
+        multi_thread_list_templates_us: median("multi-thread list_templates"),
+        tools_list_over_ping_us: median("tools/list") - ping,
+        list_templates_over_ping_and_get_us: median("list_templates") - ping - median(DIRECT),
+    })
 }
 
 // ---- 4: scale ----------------------------------------------------------------------
@@ -2575,6 +2893,7 @@ struct Report {
     detection: BTreeMap<String, DetectionRun>,
     requests_while_waiting: BTreeMap<String, WaitingRequests>,
     overhead: Overhead,
+    mcp_layer: McpLayer,
     scale: Scale,
     cold_start: ColdStart,
     store: StoreBench,

@@ -14,6 +14,7 @@ mod engine;
 mod http;
 mod quote;
 mod shutdown;
+mod stdfd;
 mod stdio;
 mod store;
 mod tools;

@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    coder_workspace_mcp::cli::main().await
+fn main() -> std::process::ExitCode {
+    coder_workspace_mcp::cli::main()
 }

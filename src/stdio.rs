@@ -32,13 +32,15 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use rmcp::model::{
     CallToolRequestMethod, CallToolRequestParams, ClientJsonRpcMessage, ClientNotification,
     ClientRequest, ConstString, InitializeRequestParams, InitializeResultMethod, JsonRpcMessage,
-    ListToolsRequestMethod, PaginatedRequestParams, RequestId, ServerJsonRpcMessage,
+    ListToolsRequestMethod, ListToolsResult, PaginatedRequestParams, RequestId,
+    ServerJsonRpcMessage, ServerResult,
 };
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
@@ -81,7 +83,49 @@ pub enum OutError {
 }
 
 fn encode(message: ServerJsonRpcMessage) -> futures::future::Ready<Result<Vec<u8>, OutError>> {
-    futures::future::ready(serde_json::to_vec(&message).map_err(OutError::from))
+    futures::future::ready(encode_message(&message))
+}
+
+fn encode_message(message: &ServerJsonRpcMessage) -> Result<Vec<u8>, OutError> {
+    if let JsonRpcMessage::Response(response) = message
+        && let ServerResult::ListToolsResult(tools) = &response.result
+    {
+        return encode_tools_list(&response.id, tools);
+    }
+    Ok(serde_json::to_vec(message)?)
+}
+
+/// The last `tools/list` result and its encoding.
+static TOOLS_LIST: std::sync::Mutex<Option<(ListToolsResult, Arc<[u8]>)>> =
+    std::sync::Mutex::new(None);
+
+/// A `tools/list` answer: the same ~10 KB of schemas every time, so it is encoded once and
+/// reused for as long as rmcp's result is equal to the one encoded. Comparing is cheap: the
+/// schemas are the tool router's own `Arc`s, which compare by pointer first.
+fn encode_tools_list(id: &RequestId, tools: &ListToolsResult) -> Result<Vec<u8>, OutError> {
+    let cached = TOOLS_LIST.lock().ok().and_then(|last| match last.as_ref() {
+        Some((result, encoded)) if result == tools => Some(encoded.clone()),
+        _ => None,
+    });
+    let encoded = match cached {
+        Some(encoded) => encoded,
+        None => {
+            let encoded: Arc<[u8]> = serde_json::to_vec(tools)?.into();
+            if let Ok(mut last) = TOOLS_LIST.lock() {
+                *last = Some((tools.clone(), encoded.clone()));
+            }
+            encoded
+        }
+    };
+    // What serde writes for a `JsonRpcResponse`: its fields in this order, no spaces.
+    let id = serde_json::to_vec(id)?;
+    let mut line = Vec::with_capacity(encoded.len() + id.len() + 32);
+    line.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    line.extend_from_slice(&id);
+    line.extend_from_slice(br#","result":"#);
+    line.extend_from_slice(&encoded);
+    line.push(b'}');
+    Ok(line)
 }
 
 /// The reading and writing tasks of a stdio session.
@@ -878,6 +922,47 @@ mod tests {
             reply["error"]["code"].as_i64().unwrap(),
             reply["id"].clone(),
         )
+    }
+
+    #[test]
+    fn a_reused_tools_list_encoding_is_what_serde_writes() {
+        let schema = |property: &str| {
+            let Value::Object(schema) = json!({"type": "object", "properties": {property: {}}})
+            else {
+                unreachable!()
+            };
+            Arc::new(schema)
+        };
+        let first = ListToolsResult::with_all_items(vec![rmcp::model::Tool::new(
+            "a",
+            "the first",
+            schema("x"),
+        )]);
+        let second = first
+            .clone()
+            .with_ttl_ms(1000)
+            .with_cache_scope(rmcp::model::CacheScope::Public);
+        let third = ListToolsResult::with_all_items(vec![rmcp::model::Tool::new(
+            "a",
+            "the first",
+            schema("y"),
+        )]);
+        // Each in turn, twice, with ids of both kinds: always serde's own bytes.
+        for (result, id) in [
+            (&first, RequestId::Number(1)),
+            (&first, RequestId::String("two".into())),
+            (&second, RequestId::Number(3)),
+            (&first, RequestId::Number(4)),
+            (&third, RequestId::Number(5)),
+            (&third, RequestId::Number(6)),
+        ] {
+            let message =
+                ServerJsonRpcMessage::response(ServerResult::ListToolsResult(result.clone()), id);
+            assert_eq!(
+                String::from_utf8(encode_message(&message).unwrap()).unwrap(),
+                serde_json::to_string(&message).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -300,3 +300,118 @@ async fn a_last_line_without_its_newline_is_still_read() {
     let (status, _) = server.close().await;
     assert!(status.success());
 }
+
+/// The open file description's flags, from /proc: whether `O_NONBLOCK` is set on it.
+fn nonblocking(fd: &impl std::os::fd::AsRawFd) -> bool {
+    const O_NONBLOCK: u32 = 0o4000;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    flags & O_NONBLOCK != 0
+}
+
+/// One JSON line from `lines`, skipping the server's log lines (when they share the stream).
+async fn next_json<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>) -> Value {
+    loop {
+        let line = common::bounded("a line", lines.next_line())
+            .await
+            .unwrap()
+            .expect("the stream is still open");
+        if let Ok(value) = serde_json::from_str::<Value>(&line) {
+            return value;
+        }
+    }
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"fd-test","version":"0"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+{"jsonrpc":"2.0","id":2,"method":"tools/list"}
+"#;
+
+fn server_command(env: &Env) -> std::process::Command {
+    let mut command = std::process::Command::new(common::BIN);
+    command
+        .arg("stdio")
+        .env("CODER_URL", env.sim.url())
+        .env("CODER_SESSION_TOKEN", common::TOKEN)
+        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
+        .env("CODER_MCP_STORE", env.store())
+        .env_remove("CODER_MCP_STDIO_SESSION")
+        .env("RUST_LOG", "debug");
+    command
+}
+
+/// Node's `child_process` (so Claude Desktop, Claude Code, the Inspector) gives a server
+/// socket pairs, not pipes: the server polls them, answers, and leaves the socket blocking
+/// again when it exits (the description is shared with whoever holds the other copies).
+#[tokio::test]
+async fn stdio_over_a_socket_is_polled_and_left_blocking_at_exit() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let env = Env::new().await;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert!(!nonblocking(&theirs));
+    let mut child = tokio::process::Command::from(server_command(&env))
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs.try_clone().unwrap(),
+        )))
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs.try_clone().unwrap(),
+        )))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let ours = tokio::net::UnixStream::from_std(ours).unwrap();
+    let (read, mut write) = ours.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    write.write_all(INITIALIZE.as_bytes()).await.unwrap();
+    assert_eq!(next_json(&mut lines).await["id"], 1);
+    let tools = next_json(&mut lines).await;
+    assert_eq!(tools["id"], 2, "{tools}");
+    assert_eq!(
+        tools["result"]["tools"].as_array().unwrap().len(),
+        3,
+        "{tools}"
+    );
+    assert!(nonblocking(&theirs), "the server polls its socket");
+    // EOF on its stdin: the server ends, and puts the socket back as it found it.
+    write.shutdown().await.unwrap();
+    let status = common::bounded("the server's exit", child.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(!nonblocking(&theirs), "the socket is blocking again");
+}
+
+/// A server started with `2>&1` shares one open file between stdout and stderr: it must not
+/// make it non-blocking (stderr's log writes would fail), and still serves.
+#[tokio::test]
+async fn stdout_shared_with_stderr_stays_blocking() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let env = Env::new().await;
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut child = tokio::process::Command::from(server_command(&env))
+        .stdin(std::process::Stdio::piped())
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer.try_clone().unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into()).unwrap();
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(INITIALIZE.as_bytes()).await.unwrap();
+    assert_eq!(next_json(&mut lines).await["id"], 1);
+    let tools = next_json(&mut lines).await;
+    assert_eq!(tools["id"], 2, "{tools}");
+    assert!(!nonblocking(&writer), "stdout is stderr: left blocking");
+    drop(stdin);
+    let status = common::bounded("the server's exit", child.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+}

@@ -103,8 +103,21 @@ pub struct StdioArgs {
         help_heading = "stdio"
     )]
     pub max_line: ByteSize,
+    /// The async runtime stdio is served on. Hidden: `multi-thread` is the benchmarks'
+    /// baseline (see BENCHMARKS.md, "The MCP layer over stdio").
+    #[arg(long, default_value = "current-thread", value_enum, hide = true)]
+    pub runtime: RuntimeFlavor,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// Which tokio runtime serves stdio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeFlavor {
+    /// One thread: a request goes from stdin to Coder and back without a thread hand-off.
+    CurrentThread,
+    /// A worker per core, as `serve` uses.
+    MultiThread,
 }
 
 /// A line limit: a size of at least 1 KiB (an `initialize` message needs a few hundred bytes).

@@ -4,8 +4,8 @@ mod args;
 mod logging;
 
 pub use args::{
-    Cli, CoderArgs, Command, LogArgs, ServeArgs, StdioArgs, StoreArgs, TimingArgs, WatchMode,
-    parse_duration,
+    Cli, CoderArgs, Command, LogArgs, RuntimeFlavor, ServeArgs, StdioArgs, StoreArgs, TimingArgs,
+    WatchMode, parse_duration,
 };
 #[cfg(feature = "demo")]
 pub use args::{DemoArgs, SimArgs};
@@ -30,9 +30,31 @@ use crate::tools::WorkspaceServer;
 use crate::tools::tasks::Tasks;
 
 /// Runs the program; the exit code is non-zero on any failure.
-pub async fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Stdio(Box::new(cli.stdio)));
+    // A stdio server serves one client, a line at a time: on one thread, a request goes
+    // from stdin to Coder and back to stdout without waking another thread (each hand-off
+    // between threads costs a futex wake and a context switch, the larger part of a call's
+    // own cost). `serve` has many clients and uses every core.
+    let runtime = match &command {
+        Command::Stdio(args) if args.runtime == RuntimeFlavor::CurrentThread => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(command)),
+        Err(err) => {
+            eprintln!("coder-workspace-mcp: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> ExitCode {
     // The demo talks to its own server: keep its output to the story, not the plumbing.
     #[cfg(feature = "demo")]
     let default_level = match command {
@@ -137,7 +159,8 @@ async fn serve_stdio(args: &StdioArgs) -> anyhow::Result<()> {
     // rmcp reads and writes through the framing layer, which answers every line it
     // cannot process (see src/stdio.rs).
     let max_line = usize::try_from(args.max_line.as_u64()).unwrap_or(usize::MAX);
-    let (stdin, stdout) = rmcp::transport::stdio();
+    // Polled by the reactor when they are pipes or sockets (see src/stdfd.rs).
+    let (stdin, stdout) = crate::stdfd::stdio();
     let (transport, framing) = crate::stdio::start(stdin, stdout, max_line);
     let running = match server.serve(transport).await {
         Ok(running) => running,
