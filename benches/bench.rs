@@ -1184,20 +1184,9 @@ fn mcp_layer(binary: &Path, sim_url: &str, calls: usize) -> anyhow::Result<McpLa
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let http = reqwest::Client::new();
-    let templates_url = format!("{sim_url}/api/v2/templates");
-    let direct_get = || {
-        runtime.block_on(async {
-            let body = http
-                .get(&templates_url)
-                .header("Coder-Session-Token", SimCoder::DEMO_TOKEN)
-                .send()
-                .await?
-                .error_for_status()?
-                .bytes()
-                .await?;
-            anyhow::Ok(body.len())
-        })
+    let direct = Target::Direct {
+        http: reqwest::Client::new(),
+        url: format!("{sim_url}/api/v2/templates"),
     };
     let list_templates = json!({"name": "list_templates", "arguments": {}});
 
@@ -1221,7 +1210,7 @@ fn mcp_layer(binary: &Path, sim_url: &str, calls: usize) -> anyhow::Result<McpLa
             "multi-thread ping" => multi.request("ping", json!({})),
             "multi-thread list_templates" => multi.request("tools/call", list_templates.clone()),
             RAW_GET => raw_get.get(),
-            _ => direct_get(),
+            _ => runtime.block_on(direct.once()).map(|()| 0),
         }
     };
     let mut tools_list_bytes = 0;

@@ -65,14 +65,14 @@ pub struct Stdin(Inner<pipe::Receiver, tokio::io::Stdin>);
 /// Where the answers go.
 pub struct Stdout(Inner<pipe::Sender, tokio::io::Stdout>);
 
-enum Inner<P, B> {
+enum Inner<P: Pipe, B> {
     // Options only so that `Drop` can take them back to blocking mode.
     Pipe(Option<P>),
     Socket(Option<UnixStream>),
     Blocking(B),
 }
 
-impl<P, B> Inner<P, B> {
+impl<P: Pipe, B> Inner<P, B> {
     fn describe(&self) -> &'static str {
         match self {
             Inner::Pipe(_) => "pipe, polled",
@@ -172,26 +172,30 @@ impl AsyncWrite for Stdout {
     }
 }
 
-impl Drop for Stdin {
-    fn drop(&mut self) {
-        match &mut self.0 {
-            Inner::Pipe(pipe) => {
-                if let Some(pipe) = pipe.take() {
-                    let _ = pipe.into_blocking_fd();
-                }
-            }
-            Inner::Socket(socket) => restore_socket(socket.take()),
-            Inner::Blocking(_) => {}
-        }
+/// A pipe that can be put back in blocking mode.
+trait Pipe {
+    fn restore(self);
+}
+
+impl Pipe for pipe::Receiver {
+    fn restore(self) {
+        let _ = self.into_blocking_fd();
     }
 }
 
-impl Drop for Stdout {
+impl Pipe for pipe::Sender {
+    fn restore(self) {
+        let _ = self.into_blocking_fd();
+    }
+}
+
+/// Back to blocking mode, as the description was found.
+impl<P: Pipe, B> Drop for Inner<P, B> {
     fn drop(&mut self) {
-        match &mut self.0 {
+        match self {
             Inner::Pipe(pipe) => {
                 if let Some(pipe) = pipe.take() {
-                    let _ = pipe.into_blocking_fd();
+                    pipe.restore();
                 }
             }
             Inner::Socket(socket) => restore_socket(socket.take()),

@@ -7,7 +7,7 @@
 mod common;
 
 use coder_workspace_sim::BuildPlan;
-use common::http::{HttpServer, LegacyClient, initialize_body, stateless_create};
+use common::http::{HttpServer, LegacyClient, initialize_body, refused_start, stateless_create};
 use common::{BOB_TOKEN, Env, Server, TOKEN, error_text, structured};
 use rmcp::model::ServerResult;
 use serde_json::json;
@@ -885,44 +885,27 @@ async fn a_server_token_without_shared_identity_is_no_identity() {
     assert_no_tokens(&http.log());
 }
 
-/// Runs `serve` expecting it to refuse to start; returns its stderr.
-async fn refused_start(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> String {
-    let mut command = tokio::process::Command::new(common::BIN);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("CODER_URL", env.sim.url())
-        .env_remove("CODER_SESSION_TOKEN")
-        .env_remove("CODER_MCP_AUTH_TOKEN")
-        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for (k, v) in vars {
-        command.env(k, v);
-    }
-    let output = command.output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "it started:\n{stderr}");
-    assert!(!stderr.contains("listening on"), "{stderr}");
-    stderr
-}
-
 #[tokio::test]
 async fn auth_token_and_shared_identity_go_together() {
     let env = Env::new().await;
-    let flag = refused_start(&env, &["--auth-token", "static-bearer-123"], &[]).await;
+    let flag = refused_start(&env.sim.url(), &["--auth-token", "static-bearer-123"], &[]).await;
     assert!(
         flag.contains("only applies with --shared-identity"),
         "{flag}"
     );
     assert!(!flag.contains("static-bearer-123"), "{flag}");
-    let from_env = refused_start(&env, &[], &[("CODER_MCP_AUTH_TOKEN", "static-bearer-123")]).await;
+    let from_env = refused_start(
+        &env.sim.url(),
+        &[],
+        &[("CODER_MCP_AUTH_TOKEN", "static-bearer-123")],
+    )
+    .await;
     assert!(
         from_env.contains("only applies with --shared-identity"),
         "{from_env}"
     );
     let no_bearer = refused_start(
-        &env,
+        &env.sim.url(),
         &["--shared-identity"],
         &[("CODER_SESSION_TOKEN", TOKEN)],
     )

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::Engine;
-use common::http::{HttpServer, initialize_body};
-use common::{BIN, Env, Server, structured};
+use common::http::{HttpServer, initialize_body, refused_start};
+use common::{Env, Server, structured};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -218,6 +218,18 @@ impl OAuth {
             status,
             serde_json::from_str(&self.body(response).await).unwrap(),
         )
+    }
+
+    /// `POST /revoke` of `token` for `client_id`: the status.
+    async fn revoke(&self, client_id: &str, token: &str) -> u16 {
+        let response = self
+            .client
+            .post(format!("{}/revoke", self.public))
+            .form(&[("client_id", client_id), ("token", token)])
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
     }
 
     /// A whole sign-in for `client_id`: our tokens.
@@ -443,17 +455,7 @@ async fn an_mcp_client_signs_in_through_coder_calls_tools_refreshes_and_revokes(
     );
 
     // Revocation ends the sign-in here and at Coder.
-    let response = oauth
-        .client
-        .post(format!("{public}/revoke"))
-        .form(&[
-            ("client_id", client_id.as_str()),
-            ("token", new_refresh.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(oauth.revoke(&client_id, &new_refresh).await, 200);
     assert!(
         env.sim.oauth_access_tokens().is_empty(),
         "Coder's grant was revoked"
@@ -618,18 +620,12 @@ async fn the_coder_token_is_refreshed_when_coder_no_longer_takes_it_and_static_t
 
 #[tokio::test]
 async fn oauth_settings_are_all_or_nothing() {
-    let output = tokio::process::Command::new(BIN)
-        .args(["serve", "--public-url", "https://mcp.example.com"])
-        .env("CODER_URL", "http://127.0.0.1:9")
-        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
-        .env_remove("CODER_MCP_OAUTH_CLIENT_ID")
-        .env_remove("CODER_MCP_OAUTH_CLIENT_SECRET")
-        .env_remove("CODER_MCP_OAUTH_KEY")
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(
+        "http://127.0.0.1:9",
+        &["--public-url", "https://mcp.example.com"],
+        &[],
+    )
+    .await;
     assert!(
         stderr.contains("missing --coder-oauth-client-id")
             && stderr.contains("CODER_MCP_OAUTH_KEY"),
@@ -927,17 +923,7 @@ async fn clients_identified_by_a_metadata_document_sign_in_without_registering()
     assert_eq!(status, 200, "{refreshed}");
     let refreshed_access = refreshed["access_token"].as_str().unwrap();
     assert_eq!(oauth.mcp(Some(refreshed_access)).await.status(), 200);
-    let revoked = oauth
-        .client
-        .post(format!("{}/revoke", oauth.public))
-        .form(&[
-            ("client_id", client_id.as_str()),
-            ("token", refreshed_access),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 200);
+    assert_eq!(oauth.revoke(&client_id, refreshed_access).await, 200);
     assert_eq!(oauth.mcp(Some(refreshed_access)).await.status(), 401);
 
     // Documents the draft does not allow, each refused to the user with the reason.
@@ -1023,21 +1009,18 @@ async fn a_coder_without_its_oauth2_provider_is_named_at_start_and_at_sign_in() 
         .sim
         .register_oauth_app("coder-workspace-mcp", "http://127.0.0.1:9/callback");
     let store = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--public-url", "http://127.0.0.1:9"])
-        .env("CODER_URL", env.sim.url())
-        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
-        .env("CODER_MCP_OAUTH_CLIENT_ID", id)
-        .env("CODER_MCP_OAUTH_CLIENT_SECRET", secret)
-        .env("CODER_MCP_OAUTH_KEY", KEY)
-        .env("CODER_MCP_STORE", store.path().join("store.db"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let store_path = store.path().join("store.db");
+    let stderr = refused_start(
+        &env.sim.url(),
+        &["--public-url", "http://127.0.0.1:9"],
+        &[
+            ("CODER_MCP_OAUTH_CLIENT_ID", &id),
+            ("CODER_MCP_OAUTH_CLIENT_SECRET", &secret),
+            ("CODER_MCP_OAUTH_KEY", KEY),
+            ("CODER_MCP_STORE", store_path.to_str().unwrap()),
+        ],
+    )
+    .await;
     assert!(
         stderr.contains("does not serve OAuth2 sign-in")
             && stderr.contains("403 Forbidden")
@@ -1177,25 +1160,12 @@ async fn sign_ins_of_one_coder_user_share_its_coder_token() {
     }
 
     // Revoking one leaves the other working and the Coder token in place.
-    let revoke = |client_id: String, token: String| {
-        let oauth = &oauth;
-        async move {
-            let response = oauth
-                .client
-                .post(format!("{}/revoke", oauth.public))
-                .form(&[("client_id", client_id), ("token", token)])
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-        }
-    };
-    revoke(first_client, access(&first)).await;
+    assert_eq!(oauth.revoke(&first_client, &access(&first)).await, 200);
     assert_eq!(oauth.mcp(Some(&access(&first))).await.status(), 401);
     assert_eq!(oauth.mcp(Some(&access(&second))).await.status(), 200);
     assert_eq!(env.sim.oauth_access_tokens().len(), 1, "still in use");
     // The last one takes it with it, at Coder too.
-    revoke(second_client, access(&second)).await;
+    assert_eq!(oauth.revoke(&second_client, &access(&second)).await, 200);
     assert_eq!(oauth.mcp(Some(&access(&second))).await.status(), 401);
     assert!(env.sim.oauth_access_tokens().is_empty(), "revoked at Coder");
 }

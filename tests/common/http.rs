@@ -576,3 +576,29 @@ impl RawConnection {
         std::mem::take(&mut self.buffer)
     }
 }
+
+/// Runs `serve` against the Coder at `coder_url`, expecting it to refuse to start (no
+/// credentials or OAuth settings from the environment but `vars`); returns its stderr.
+pub async fn refused_start(coder_url: &str, args: &[&str], vars: &[(&str, &str)]) -> String {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("CODER_URL", coder_url)
+        .env_remove("CODER_SESSION_TOKEN")
+        .env_remove("CODER_MCP_AUTH_TOKEN")
+        .env_remove("CODER_MCP_OAUTH_CLIENT_ID")
+        .env_remove("CODER_MCP_OAUTH_CLIENT_SECRET")
+        .env_remove("CODER_MCP_OAUTH_KEY")
+        .env("CODER_CONFIG_DIR", "/nonexistent/coder-workspace-mcp-tests")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    let output = command.output().await.expect("run serve");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "it started:\n{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    stderr
+}

@@ -541,24 +541,15 @@ impl OAuthServer {
         serde_json::from_slice(&plain).ok()
     }
 
+    /// Writes a grant, or a user's token record (same shape), sealed.
     async fn save_grant(
         &self,
         grant_id: &str,
         grant: &GrantData,
         expires_at: i64,
     ) -> Result<(), BearerError> {
+        // A grant links to its user's token record; the record itself has no user, no link.
         let link = grant.coder_user.as_deref().map(user_record);
-        self.save_record(grant_id, grant, link, expires_at).await
-    }
-
-    /// Writes a grant or a user's token record, sealed.
-    async fn save_record(
-        &self,
-        grant_id: &str,
-        grant: &GrantData,
-        link: Option<String>,
-        expires_at: i64,
-    ) -> Result<(), BearerError> {
         let plain =
             serde_json::to_vec(grant).map_err(|e| BearerError::Unavailable(e.to_string()))?;
         let sealed = self
@@ -754,7 +745,7 @@ impl OAuthServer {
             Some(row) => row.expires_at.max(expires_at),
             None => expires_at,
         };
-        self.save_record(&key, record, None, expires_at).await?;
+        self.save_grant(&key, record, expires_at).await?;
         if let Some(live) = self.live.get(&key).await {
             live.set(token);
         }
