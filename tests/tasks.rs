@@ -76,6 +76,15 @@ async fn poll_until(
     .await
 }
 
+/// Polls until the task has completed; its result.
+async fn poll_completed(client: &Server, task_id: &str, what: &str) -> Value {
+    let done = poll_until(client, task_id, what, |a| {
+        a.task.task.status == TaskStatus::Completed
+    })
+    .await;
+    completed(&done)
+}
+
 fn completed(answer: &GetTaskResult) -> Value {
     match &answer.task.payload {
         TaskPayload::Completed { result } => Value::Object(result.clone()),
@@ -109,11 +118,7 @@ async fn a_task_is_polled_from_queued_to_the_synchronous_result() {
     assert_eq!(working.task.task.status, TaskStatus::Working);
     env.sim.wait_until(|v| v.workspaces().len() == 1).await;
     env.sim.release_builds();
-    let done = poll_until(&client, &task_id, "completion", |a| {
-        a.task.task.status == TaskStatus::Completed
-    })
-    .await;
-    let result = completed(&done);
+    let result = poll_completed(&client, &task_id, "completion").await;
     assert_ne!(result["isError"], true, "{result}");
     let structured = &result["structuredContent"];
     assert_eq!(structured["created"], true, "{result}");
@@ -169,10 +174,7 @@ async fn calls_with_one_name_share_one_task_and_list_calls_stay_synchronous() {
     );
     env.sim.wait_until(|v| v.workspaces().len() == 1).await;
     env.sim.release_builds();
-    poll_until(&second_client, &first, "completion", |a| {
-        a.task.task.status == TaskStatus::Completed
-    })
-    .await;
+    poll_completed(&second_client, &first, "completion").await;
     assert_eq!(env.workspaces().len(), 1);
 }
 
@@ -251,11 +253,7 @@ async fn a_task_outlives_a_restart_of_the_server() {
     })
     .await;
     env.sim.release_builds();
-    let done = poll_until(&client, &task_id, "completion after the restart", |a| {
-        a.task.task.status == TaskStatus::Completed
-    })
-    .await;
-    let result = completed(&done);
+    let result = poll_completed(&client, &task_id, "completion after the restart").await;
     assert_ne!(result["isError"], true, "{result}");
     assert_eq!(env.workspaces().len(), 1, "no second workspace");
 }
@@ -290,17 +288,8 @@ async fn a_task_made_on_one_replica_is_polled_on_another() {
     .await;
     env.sim.wait_until(|v| v.workspaces().len() == 1).await;
     env.sim.release_builds();
-    let done = poll_until(
-        &on_b,
-        &task_id,
-        "completion seen on the other replica",
-        |a| a.task.task.status == TaskStatus::Completed,
-    )
-    .await;
-    assert_eq!(
-        completed(&done)["structuredContent"]["workspace_name"],
-        "replicated"
-    );
+    let result = poll_completed(&on_b, &task_id, "completion seen on the other replica").await;
+    assert_eq!(result["structuredContent"]["workspace_name"], "replicated");
     assert!(
         !b.log().contains("taking over a task"),
         "a live replica's task is not taken over"
@@ -321,11 +310,8 @@ async fn stdio_clients_get_tasks_too() {
     )
     .await;
     let task_id = start_task(&server, env.create_args()).await;
-    let done = poll_until(&server, &task_id, "completion", |a| {
-        a.task.task.status == TaskStatus::Completed
-    })
-    .await;
-    assert_eq!(completed(&done)["structuredContent"]["created"], true);
+    let result = poll_completed(&server, &task_id, "completion").await;
+    assert_eq!(result["structuredContent"]["created"], true);
 }
 
 /// One stateless request of protocol 2026-07-28 from a client that declares the Tasks
@@ -445,15 +431,8 @@ async fn tasks_on_one_workspace_share_one_watch() {
     .await;
     env.sim.release_builds();
 
-    let created = poll_until(&creator, &first, "the creator's task", |a| {
-        a.task.task.status == TaskStatus::Completed
-    })
-    .await;
-    let found = poll_until(&other, &third, "the naming task", |a| {
-        a.task.task.status == TaskStatus::Completed
-    })
-    .await;
-    let (created, found) = (completed(&created), completed(&found));
+    let created = poll_completed(&creator, &first, "the creator's task").await;
+    let found = poll_completed(&other, &third, "the naming task").await;
     assert_ne!(created["isError"], true, "{created}");
     assert_ne!(found["isError"], true, "{found}");
     assert_eq!(

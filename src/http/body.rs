@@ -62,19 +62,38 @@ pub async fn read_body(
 /// (rmcp answers such bodies `415 Unsupported Media Type`, which clients read as a
 /// content-type problem.)
 pub fn unreadable_message(body: &[u8]) -> Option<Response> {
+    // What stdio's line reading forgives and rmcp, which parses the body as it came,
+    // would not: nothing at all, or a byte-order mark before the JSON.
+    let not_json = if body.trim_ascii().is_empty() {
+        Some("the body is empty")
+    } else if body.starts_with(b"\xEF\xBB\xBF") {
+        Some("the body starts with a byte-order mark (JSON text has none)")
+    } else {
+        None
+    };
     // The stdio framing layer's classifier: one set of rules (and messages) for a
     // message, whichever transport brought it.
-    let reply = match crate::stdio::classify(body) {
-        crate::stdio::Verdict::Forward(_) => return None,
-        crate::stdio::Verdict::Reply(reply) => serde_json::to_value(reply).unwrap_or_default(),
-        // On stdio these go unanswered (nothing waits for an answer); an HTTP POST
-        // always gets one.
-        crate::stdio::Verdict::Ignore(why) => serde_json::to_value(crate::stdio::error_response(
+    let reply = match not_json {
+        Some(why) => serde_json::to_value(crate::stdio::error_response(
             Value::Null,
-            -32600,
-            format!("Invalid Request: {why}"),
+            crate::stdio::PARSE_ERROR,
+            format!("Parse error: {why}"),
         ))
         .unwrap_or_default(),
+        None => match crate::stdio::classify(body) {
+            crate::stdio::Verdict::Forward(_) => return None,
+            crate::stdio::Verdict::Reply(reply) => serde_json::to_value(reply).unwrap_or_default(),
+            // On stdio these go unanswered (nothing waits for an answer); an HTTP POST
+            // always gets one.
+            crate::stdio::Verdict::Ignore(why) => {
+                serde_json::to_value(crate::stdio::error_response(
+                    Value::Null,
+                    -32600,
+                    format!("Invalid Request: {why}"),
+                ))
+                .unwrap_or_default()
+            }
+        },
     };
     tracing::info!(%reply, "unreadable JSON-RPC message");
     Some((StatusCode::BAD_REQUEST, axum::Json(reply)).into_response())
@@ -109,6 +128,19 @@ mod tests {
         assert_eq!(status, 400);
         assert_eq!(body["error"]["code"], -32700);
         assert_eq!(body["id"], Value::Null);
+        // What stdio's lines forgive, a body sent as is to rmcp cannot have.
+        for unreadable in [
+            "",
+            " \n",
+            "\u{feff}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}",
+        ] {
+            let (status, body) = answer(unreadable).await.unwrap();
+            assert_eq!(
+                (status, body["error"]["code"].clone(), body["id"].clone()),
+                (StatusCode::BAD_REQUEST, json!(-32700), Value::Null),
+                "{unreadable:?}"
+            );
+        }
         let (_, body) = answer(r#"{"jsonrpc":"1.0","id":7,"method":"ping"}"#)
             .await
             .unwrap();
