@@ -554,6 +554,19 @@ impl SimCoder {
         })
     }
 
+    /// How many builds wait at their plan's hold point: [`SimView::held_builds`] without
+    /// the snapshot, whose cost grows with the deployment (for a bench that holds
+    /// thousands of builds).
+    pub fn held_build_count(&self) -> usize {
+        self.inner.read(|st| {
+            st.workspaces
+                .iter()
+                .flat_map(|w| &w.builds)
+                .filter(|b| b.held)
+                .count()
+        })
+    }
+
     /// A snapshot of the deployment now.
     pub fn view(&self) -> SimView {
         self.inner.read(SimView::capture)

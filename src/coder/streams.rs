@@ -402,7 +402,17 @@ fn parse_ws_event(text: &str) -> Event {
 }
 
 /// Opens a WebSocket on a Coder API path, authenticated with the session token.
-async fn connect_websocket(client: &CoderClient, path: &str) -> Result<WsStream, CoderError> {
+///
+/// Boxed: the handshake's future (about 10 KiB) would otherwise be part of the state of
+/// every stream task for as long as it runs, and one runs per waited-on workspace.
+fn connect_websocket<'a>(
+    client: &'a CoderClient,
+    path: &'a str,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<WsStream, CoderError>> + Send + 'a>> {
+    Box::pin(handshake(client, path))
+}
+
+async fn handshake(client: &CoderClient, path: &str) -> Result<WsStream, CoderError> {
     let url = client.api_url(path);
     let ws_url = match url.strip_prefix("https://") {
         Some(rest) => format!("wss://{rest}"),

@@ -300,45 +300,58 @@ impl Call<'_> {
     /// Waits for `fut` with progress flowing meanwhile (a heartbeat while nothing else
     /// is said: a slow Coder answer, with its retries, must not look like a dead call),
     /// giving up when the call is cancelled (if `cancellable`) or at `deadline`.
-    pub(super) async fn until<T>(
+    ///
+    /// `fut` is boxed (here, in `guard` and in `shielded`, none of them an `async fn`,
+    /// which would keep its argument in its own state): otherwise every step's future,
+    /// sqlx's and reqwest's included, would be inlined into the creation's state, whose
+    /// size is that of its largest step. Boxed, a waiting creation holds only the step it
+    /// is in (about 90 KiB less per waiting task or call, see BENCHMARKS.md).
+    pub(super) fn until<T>(
         &mut self,
         fut: impl Future<Output = T>,
         cancellable: bool,
         deadline: Option<Instant>,
-    ) -> Until<T> {
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled(), if cancellable => return Until::Cancelled,
-                out = &mut fut => return Until::Done(out),
-                _ = sleep_until_opt(deadline) => return Until::OutOfTime,
-                _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
-                    self.progress.heartbeat().await;
+    ) -> impl Future<Output = Until<T>> {
+        let mut fut = Box::pin(fut);
+        async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled(), if cancellable => return Until::Cancelled,
+                    out = &mut fut => return Until::Done(out),
+                    _ = sleep_until_opt(deadline) => return Until::OutOfTime,
+                    _ = tokio::time::sleep_until(self.progress.heartbeat_due()) => {
+                        self.progress.heartbeat().await;
+                    }
                 }
             }
         }
     }
 
     /// Runs `fut` unless the call is cancelled first, keeping progress flowing.
-    pub(super) async fn guard<T>(
+    pub(super) fn guard<T>(
         &mut self,
         fut: impl Future<Output = T>,
-    ) -> Result<T, CreateError> {
-        match self.until(fut, true, None).await {
-            Until::Done(out) => Ok(out),
-            Until::Cancelled | Until::OutOfTime => Err(CreateError::Cancelled),
+    ) -> impl Future<Output = Result<T, CreateError>> {
+        let until = self.until(fut, true, None);
+        async move {
+            match until.await {
+                Until::Done(out) => Ok(out),
+                Until::Cancelled | Until::OutOfTime => Err(CreateError::Cancelled),
+            }
         }
     }
 
     /// Runs `fut` to completion even if the call is cancelled meanwhile, keeping progress
     /// flowing: what happens between the intent and recording the workspace must finish.
-    pub(super) async fn shielded<T>(&mut self, fut: impl Future<Output = T>) -> T {
-        tokio::pin!(fut);
-        loop {
-            // Neither cancellable nor limited: only `Done` can come back.
-            if let Until::Done(out) = self.until(&mut fut, false, None).await {
-                return out;
+    pub(super) fn shielded<T>(&mut self, fut: impl Future<Output = T>) -> impl Future<Output = T> {
+        let mut fut = Box::pin(fut);
+        async move {
+            loop {
+                // Neither cancellable nor limited: only `Done` can come back.
+                if let Until::Done(out) = self.until(&mut fut, false, None).await {
+                    return out;
+                }
             }
         }
     }

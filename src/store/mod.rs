@@ -238,13 +238,14 @@ impl Store {
         // The backends give up waiting after `wait`; this bound is only for a database
         // that does not answer at all.
         let limit = wait + self.options.operation_timeout;
-        let locked = async {
+        // Boxed, as in `bounded`.
+        let locked = Box::pin(async {
             match &self.backend {
                 Backend::Memory(_) => Ok(StoreLock::None),
                 Backend::Sqlite(s) => s.lock(user, keys, wait).await,
                 Backend::Postgres(s) => s.lock(user, keys, wait).await,
             }
-        };
+        });
         match tokio::time::timeout(limit, locked).await {
             Ok(locked) => locked,
             Err(_) => Err(LockError::Store(self.timed_out())),
@@ -369,13 +370,19 @@ impl Store {
         }
     }
 
-    async fn bounded<T>(
+    /// `operation` within the operation timeout. The backends' futures (sqlx's above all)
+    /// run to tens of KiB; boxed here, they are not inlined into every caller's state, so
+    /// a creation that waits, or a request's task, stays small (see BENCHMARKS.md).
+    fn bounded<T>(
         &self,
         operation: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.options.operation_timeout, operation)
-            .await
-            .unwrap_or_else(|_| Err(self.timed_out()))
+    ) -> impl Future<Output = Result<T, StoreError>> {
+        let operation = Box::pin(operation);
+        async move {
+            tokio::time::timeout(self.options.operation_timeout, operation)
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out()))
+        }
     }
 
     fn timed_out(&self) -> StoreError {
