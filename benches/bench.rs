@@ -3230,6 +3230,10 @@ async fn stateless_request(
     Ok(serde_json::from_str(&data)?)
 }
 
+/// Open files the bench asks for: the tasks section's 10,000 waiting creations hold two
+/// WebSockets each on both ends (and the baseline's synchronous calls a request more).
+const WANTED_FILES: u64 = 65_536;
+
 /// MCP tasks at scale (issue 13): `n` create_workspace tasks over stateless HTTP, their
 /// builds held, each polled with `tasks/get`; the server's memory per waiting task, its
 /// descriptors, and the Coder requests while they all wait (a minute's worth, which must
@@ -3237,10 +3241,6 @@ async fn stateless_request(
 /// the same run: as many synchronous calls (no extension, `--max-call-wait 0`) waiting
 /// over stateless HTTP, each holding its request open, in a server of their own. Then
 /// the builds are let go and every task must complete with exactly one workspace.
-/// Open files the bench asks for: the tasks section's 10,000 waiting creations hold two
-/// WebSockets each on both ends (and the baseline's synchronous calls a request more).
-const WANTED_FILES: u64 = 65_536;
-
 async fn tasks_section(binary: &Path, quick: bool) -> anyhow::Result<()> {
     // Each waiting task holds two WebSockets to Coder (watch, build logs), and a waiting
     // synchronous call a request more, on the server's side and the simulator's (this
