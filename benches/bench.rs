@@ -163,11 +163,11 @@ async fn main() -> anyhow::Result<()> {
         println!("p50 ratio to the direct GET per round [{name:>11}]: {ratios:.2?}");
     }
     if options.runs("overhead") {
-        let sim = ExternalSim::start(&server).await?;
-        let (binary, url) = (server.clone(), sim.url.clone());
-        let layer = tokio::task::spawn_blocking(move || mcp_layer(&binary, &url, calls)).await??;
+        let binary = server.clone();
+        let layer = tokio::task::spawn_blocking(move || mcp_layer(&binary, calls)).await??;
         println!(
-            "MCP layer over stdio, raw JSON-RPC client, p50 (median of {} rounds of {}): rmcp's minimal server ping {:.0} µs; ours: ping {:.0} µs, tools/list {:.0} µs ({} bytes; +{:.0} over ping), list_templates {:.0} µs; direct GET {:.0} µs (raw {:.0} µs); list_templates − (ping + GET) = {:.0} µs; on a multi-threaded runtime: ping {:.0} µs, list_templates {:.0} µs",
+            "MCP layer over stdio, raw JSON-RPC client, every process on CPU {}, p50 (median of {} rounds of {}): rmcp's minimal server ping {:.0} µs; ours: ping {:.0} µs, tools/list {:.0} µs ({} bytes; +{:.0} over ping), list_templates {:.0} µs; direct GET {:.0} µs (raw {:.0} µs); list_templates − (ping + GET) = {:.0} µs; on a multi-threaded runtime: ping {:.0} µs, list_templates {:.0} µs",
+            layer.cpu,
             layer.rounds,
             layer.calls_per_round,
             layer.minimal_ping_us,
@@ -996,8 +996,18 @@ impl ExternalSim {
 /// server and against rmcp's own minimal server, with a raw HTTP/1.1 GET of the template
 /// list as the baseline of what `list_templates` wraps. All p50s in µs, the median over
 /// interleaved rounds.
+///
+/// Every process of the measurement (this client, the servers, the simulated Coder) runs
+/// on one CPU. Left to the scheduler, a hop between two processes costs a few µs when both
+/// are on one core and 35–40 µs more when the woken one sits on the other, idle, core (on
+/// this kind of virtual machine, waking an idle vCPU is that slow), and where the scheduler
+/// puts three processes on two cores changes from run to run: the same `ping` measured 10
+/// or 87 µs, the same GET 20 or 90 µs. On one CPU every hop is the same kind, so the
+/// differences are the software's.
 #[derive(Default, serde::Serialize)]
 struct McpLayer {
+    /// The CPU every process ran on.
+    cpu: usize,
     rounds: usize,
     calls_per_round: usize,
     /// rmcp's minimal server (a `ServerHandler` with nothing in it) over `rmcp::transport::stdio`.
@@ -1162,7 +1172,42 @@ impl RawGet {
     }
 }
 
-fn mcp_layer(binary: &Path, sim_url: &str, calls: usize) -> anyhow::Result<McpLayer> {
+/// The first CPU this process may run on.
+fn first_allowed_cpu() -> anyhow::Result<usize> {
+    // SAFETY: cpu_set_t is plain data; the kernel fills at most size_of::<cpu_set_t>() bytes.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .context("no CPU is allowed")
+}
+
+/// Keeps the calling thread on `cpu`, and every process it starts from now on (a child
+/// inherits the mask of the thread that starts it).
+fn pin_this_thread(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: as above; pid 0 is the calling thread.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// Runs on a thread of its own (it blocks), which it pins with everything it starts.
+fn mcp_layer(binary: &Path, calls: usize) -> anyhow::Result<McpLayer> {
+    let cpu = first_allowed_cpu()?;
+    pin_this_thread(cpu)?;
+    // The server's own kind of client, on a runtime of its own (this thread blocks); the
+    // simulated Coder is started from here, so it shares the CPU.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sim = runtime.block_on(ExternalSim::start(binary))?;
+    let sim_url = sim.url.as_str();
     let (store, _store_dir) = StoreArg::TempSqlite.resolve()?;
     let mut ours = std::process::Command::new(binary);
     ours.args(["stdio", "--log-level", "warn", "--store"])
@@ -1188,10 +1233,6 @@ fn mcp_layer(binary: &Path, sim_url: &str, calls: usize) -> anyhow::Result<McpLa
     minimal.arg(MINIMAL_SERVER_ARG);
     let mut minimal = RawStdio::spawn(minimal)?;
     let mut raw_get = RawGet::connect(sim_url, "/api/v2/templates")?;
-    // The server's own kind of client, on a runtime of its own (this thread blocks).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let direct = Target::Direct {
         http: reqwest::Client::new(),
         url: format!("{sim_url}/api/v2/templates"),
@@ -1255,6 +1296,7 @@ fn mcp_layer(binary: &Path, sim_url: &str, calls: usize) -> anyhow::Result<McpLa
     };
     let ping = median("ping");
     Ok(McpLayer {
+        cpu,
         rounds,
         calls_per_round: per_round,
         minimal_ping_us: median("minimal ping"),
@@ -3262,9 +3304,20 @@ async fn tasks_section(binary: &Path, quick: bool) -> anyhow::Result<()> {
         let (sim, templates) = deployment(1, |_| Duration::from_secs(3600)).await?;
         let template = templates[0].clone();
         sim.set_build_plan(template.parse()?, BuildPlan::held());
-        // Every request comes from this one address: no per-address connection cap.
-        let serve =
-            Serve::start(binary, &sim.url(), &["--max-connections-per-address", "0"]).await?;
+        // Every request comes from this one address: no per-address connection cap; and
+        // every waiting synchronous call holds a connection of its own.
+        let connections = (n + 256).to_string();
+        let serve = Serve::start(
+            binary,
+            &sim.url(),
+            &[
+                "--max-connections-per-address",
+                "0",
+                "--max-connections",
+                &connections,
+            ],
+        )
+        .await?;
         let pid = serve.pid();
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
