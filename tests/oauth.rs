@@ -376,6 +376,8 @@ async fn an_mcp_client_signs_in_through_coder_calls_tools_refreshes_and_revokes(
     assert_ne!(asked["state"], "client-state", "our own state");
     let to_callback = oauth.follow(&to_coder).await;
     assert!(to_callback.starts_with(&format!("{public}/callback?")));
+    let users_me = || env.sim.view().requests_matching("GET", "/api/v2/users/me");
+    let checked_before = users_me();
     let back = query_of(&oauth.follow(&to_callback).await);
     assert_eq!(back["state"], "client-state");
     assert_eq!(back["iss"], public);
@@ -418,6 +420,11 @@ async fn an_mcp_client_signs_in_through_coder_calls_tools_refreshes_and_revokes(
     assert_eq!(listed["templates"][0]["name"], "docker");
     oauth.http.wait_for_log("user=alice").await;
     mcp.finish().await;
+    assert_eq!(
+        users_me() - checked_before,
+        1,
+        "the sign-in's own check of its Coder token serves its first requests too"
+    );
 
     // Refresh rotates: the old refresh token is refused after use.
     let form = [
@@ -1023,7 +1030,7 @@ async fn a_coder_without_its_oauth2_provider_is_named_at_start_and_at_sign_in() 
     .await;
     assert!(
         stderr.contains("does not serve OAuth2 sign-in")
-            && stderr.contains("403 Forbidden")
+            && stderr.contains("HTTP 403")
             && stderr.contains("requires enabling the 'oauth2' experiment")
             && stderr.contains("CODER_EXPERIMENTS=oauth2"),
         "{stderr}"

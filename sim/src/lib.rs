@@ -558,13 +558,7 @@ impl SimCoder {
     /// the snapshot, whose cost grows with the deployment (for a bench that holds
     /// thousands of builds).
     pub fn held_build_count(&self) -> usize {
-        self.inner.read(|st| {
-            st.workspaces
-                .iter()
-                .flat_map(|w| &w.builds)
-                .filter(|b| b.held)
-                .count()
-        })
+        self.inner.read(State::held_builds)
     }
 
     /// A snapshot of the deployment now.

@@ -228,6 +228,15 @@ impl State {
         self.requests.iter().map(|(_, r)| r.clone()).collect()
     }
 
+    /// How many builds wait at their plan's hold point.
+    pub fn held_builds(&self) -> usize {
+        self.workspaces
+            .iter()
+            .flat_map(|w| &w.builds)
+            .filter(|b| b.held)
+            .count()
+    }
+
     pub fn clear_requests(&mut self) {
         self.requests.clear();
     }

@@ -27,10 +27,8 @@ impl SimView {
     pub(crate) fn capture(st: &State) -> SimView {
         let mut builds = Vec::new();
         let mut job_logs = HashMap::new();
-        let mut held = 0;
         for ws in &st.workspaces {
             for b in &ws.builds {
-                held += usize::from(b.held);
                 job_logs.insert(b.id, b.logs.len());
                 if let Some((typed, _)) = st.render_build(ws, b) {
                     builds.push(typed);
@@ -44,7 +42,7 @@ impl SimView {
                 .filter_map(|w| w.history.last().map(|s| s.workspace.clone()))
                 .collect(),
             builds,
-            held,
+            held: st.held_builds(),
             creates_past_name_check: st.creates_past_name_check,
             open_streams: st.open_watch_streams,
             requests: st.requests(),

@@ -215,18 +215,38 @@ impl CoderClient {
     /// `GET /buildinfo` once, with a short timeout: for readiness probes, which must
     /// answer fast rather than wait through retries.
     pub async fn probe(&self) -> Result<BuildInfoResponse, CoderError> {
-        let request = self
+        self.get_public_once(self.api_url("/buildinfo"), Duration::from_secs(5))
+            .await
+    }
+
+    /// `GET /.well-known/oauth-authorization-server` once: Coder's RFC 8414 metadata, or
+    /// its error while its `oauth2` experiment is off (403).
+    pub async fn oauth_metadata(&self, timeout: Duration) -> Result<serde_json::Value, CoderError> {
+        let url = format!("{}/.well-known/oauth-authorization-server", self.base);
+        self.get_public_once(url, timeout).await
+    }
+
+    /// One GET of a route that needs no token, not retried: for questions that must be
+    /// answered fast rather than wait through retries.
+    async fn get_public_once<T: DeserializeOwned>(
+        &self,
+        url: String,
+        timeout: Duration,
+    ) -> Result<T, CoderError> {
+        let response = self
             .http
-            .get(self.api_url("/buildinfo"))
-            .timeout(Duration::from_secs(5));
-        let response = request.send().await.map_err(|e| self.network_error(e))?;
+            .get(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.network_error(e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.network_error(e))?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| CoderError::Decode {
-            what: "GET /buildinfo".into(),
+            what: format!("GET {url}"),
             reason: e.to_string(),
         })
     }

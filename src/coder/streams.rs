@@ -124,6 +124,9 @@ struct Watcher {
     client: CoderClient,
     workspace: Uuid,
     config: WatchConfig,
+    /// Under the [`WatchHub`], whose entry keeps a receiver, this never closes: the hub
+    /// aborts the watcher with its last holder. The exits on a closed channel are the
+    /// watcher's own guarantee that it stops when nobody can read it.
     tx: watch::Sender<Latest>,
     outage: watch::Sender<Option<Instant>>,
 }

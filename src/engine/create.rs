@@ -345,13 +345,13 @@ impl Call<'_> {
     /// Runs `fut` to completion even if the call is cancelled meanwhile, keeping progress
     /// flowing: what happens between the intent and recording the workspace must finish.
     pub(super) fn shielded<T>(&mut self, fut: impl Future<Output = T>) -> impl Future<Output = T> {
-        let mut fut = Box::pin(fut);
+        let until = self.until(fut, false, None);
         async move {
-            loop {
-                // Neither cancellable nor limited: only `Done` can come back.
-                if let Until::Done(out) = self.until(&mut fut, false, None).await {
-                    return out;
-                }
+            match until.await {
+                Until::Done(out) => out,
+                // Neither cancellable nor limited, so only `Done` comes back; waiting
+                // forever keeps the type honest without a panic.
+                Until::Cancelled | Until::OutOfTime => std::future::pending().await,
             }
         }
     }

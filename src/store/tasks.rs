@@ -167,14 +167,8 @@ macro_rules! task_queries {
                 let mut attempts = 0;
                 loop {
                     match self.task_start_once(record, keys).await {
-                        Ok(Some(started)) => return Ok(started),
-                        // The holder of a key ended between the claim and the look:
-                        // the key is free now.
-                        Ok(None) if attempts < 10 => attempts += 1,
+                        Ok(started) => return Ok(started),
                         Err(err) if attempts < 10 && retryable(&err) => attempts += 1,
-                        Ok(None) => {
-                            return Err(self.error("a task key vanished while it was claimed"));
-                        }
                         Err(err) => return Err(self.error(err)),
                     }
                 }
@@ -184,7 +178,7 @@ macro_rules! task_queries {
                 &self,
                 record: &TaskRecord,
                 keys: &[String],
-            ) -> Result<Option<Started>, sqlx::Error> {
+            ) -> Result<Started, sqlx::Error> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(sql::INSERT)
                     .bind(&record.task_id)
@@ -210,17 +204,20 @@ macro_rules! task_queries {
                     if taken.is_some() {
                         continue;
                     }
-                    let holder: Option<String> = sqlx::query_scalar(sql::KEY_HOLDER)
+                    // The claim found the key held by a working task, which this
+                    // transaction sees (SQLite's write lock, PostgreSQL's serializable
+                    // snapshot), so the holder is there to read.
+                    let holder: String = sqlx::query_scalar(sql::KEY_HOLDER)
                         .bind(record.user.to_string())
                         .bind(key)
-                        .fetch_optional(&mut *tx)
+                        .fetch_one(&mut *tx)
                         .await?;
                     // This task gives way: nothing of it stays.
                     tx.rollback().await?;
-                    return Ok(holder.map(Started::Existing));
+                    return Ok(Started::Existing(holder));
                 }
                 tx.commit().await?;
-                Ok(Some(Started::New))
+                Ok(Started::New)
             }
 
             pub(super) async fn task_get(

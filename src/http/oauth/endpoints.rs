@@ -717,7 +717,7 @@ async fn callback(State(server): State<Shared>, Query(query): Query<Params>) -> 
     };
     let grant = GrantData {
         client_id: pending.client_id.clone(),
-        coder_user: Some(user),
+        coder_user: Some(user.id.to_string()),
         ..GrantData::default()
     };
     let grant_id = uuid::Uuid::new_v4().to_string();
@@ -726,6 +726,7 @@ async fn callback(State(server): State<Shared>, Query(query): Query<Params>) -> 
     {
         return server_error(e);
     }
+    server.remember_identity(&grant_id, user, &record).await;
     let code = match random_token(32) {
         Ok(code) => format!("{CODE_PREFIX}{code}"),
         Err(e) => return server_error(e),

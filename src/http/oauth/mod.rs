@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::coder::token::Renew;
+use crate::coder::types::User;
 use crate::coder::{CoderClient, Identity, LiveToken, SessionToken};
 use crate::store::{OAuthRow, OAuthTable, Store, StoreError};
 pub use crypto::SealKey;
@@ -370,40 +371,17 @@ impl OAuthServer {
 
     async fn ask_coder_provider(&self) -> ProviderStatus {
         let base = self.coder.base_url();
-        let url = format!("{base}/.well-known/oauth-authorization-server");
-        let response = match self
-            .coder
-            .http()
-            .get(&url)
-            .timeout(CODER_TIMEOUT)
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(e) => return ProviderStatus::Unreachable(format!("{url}: {e}")),
-        };
-        let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
-        if status.is_server_error() {
-            return ProviderStatus::Unreachable(format!("{url} answered {status}"));
-        }
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        if status.is_success() && json.get("authorization_endpoint").is_some() {
-            return ProviderStatus::Ready;
-        }
-        // Coder's errors say why in `message` (and sometimes `detail`).
-        let said: Vec<&str> = ["message", "detail"]
-            .iter()
-            .filter_map(|field| json.get(field).and_then(serde_json::Value::as_str))
-            .filter(|text| !text.is_empty())
-            .collect();
-        let said = if said.is_empty() {
-            String::new()
-        } else {
-            format!(": {:?}", crate::quote::shorten(&said.join(" — "), 300))
+        let said = match self.coder.oauth_metadata(CODER_TIMEOUT).await {
+            Ok(metadata) if metadata.get("authorization_endpoint").is_some() => {
+                return ProviderStatus::Ready;
+            }
+            Ok(_) => " answered without an authorization_endpoint".to_owned(),
+            Err(err) if err.is_transient() => return ProviderStatus::Unreachable(err.to_string()),
+            // Coder's error carries its `message` and `detail`: why it is off.
+            Err(err) => format!(": {err}"),
         };
         ProviderStatus::Off(format!(
-            "Coder at {base} does not serve OAuth2 sign-in (its /.well-known/oauth-authorization-server answered {status}{said}); the Coder admin enables it with the `oauth2` experiment (CODER_EXPERIMENTS=oauth2)"
+            "Coder at {base} does not serve OAuth2 sign-in (its /.well-known/oauth-authorization-server{said}); the Coder admin enables it with the `oauth2` experiment (CODER_EXPERIMENTS=oauth2)"
         ))
     }
 
@@ -723,7 +701,7 @@ impl OAuthServer {
         &self,
         record: &GrantData,
         expires_at: i64,
-    ) -> Result<String, BearerError> {
+    ) -> Result<User, BearerError> {
         let token = SessionToken::new(record.coder_access.clone());
         let user = match tokio::time::timeout(
             CODER_TIMEOUT,
@@ -732,14 +710,14 @@ impl OAuthServer {
         .await
         {
             Err(_) => return Err(BearerError::Unavailable("Coder did not answer".into())),
-            Ok(Ok(user)) => user.id.to_string(),
+            Ok(Ok(user)) => user,
             Ok(Err(err)) => {
                 return Err(BearerError::Unavailable(format!(
                     "Coder refused the token it had just issued: {err}"
                 )));
             }
         };
-        let key = user_record(&user);
+        let key = user_record(&user.id.to_string());
         // Kept as long as the longest-lived of the user's grants.
         let expires_at = match self.store.oauth_get(OAuthTable::Grants, &key).await? {
             Some(row) => row.expires_at.max(expires_at),
@@ -750,6 +728,21 @@ impl OAuthServer {
             live.set(token);
         }
         Ok(user)
+    }
+
+    /// A new sign-in's identity, as [`Self::adopt_coder_token`] has just checked it with
+    /// Coder: its first requests need no second `GET /users/me`.
+    async fn remember_identity(&self, grant_id: &str, user: User, record: &GrantData) {
+        let key = user_record(&user.id.to_string());
+        let token = SessionToken::new(record.coder_access.clone());
+        let live = self.live_token(&key, token).await;
+        let identity = Arc::new(Identity {
+            client: self.coder.with_live_token(live),
+            user,
+        });
+        self.identities
+            .insert(grant_id.to_owned(), (identity, record.refresh_at()))
+            .await;
     }
 
     /// A used sign-in keeps its grant, and the user's token record, alive until
