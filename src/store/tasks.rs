@@ -169,6 +169,9 @@ macro_rules! task_queries {
                     match self.task_start_once(record, keys).await {
                         Ok(started) => return Ok(started),
                         Err(err) if attempts < 10 && retryable(&err) => attempts += 1,
+                        Err(sqlx::Error::RowNotFound) => {
+                            return Err(self.error("a task key vanished while it was claimed"));
+                        }
                         Err(err) => return Err(self.error(err)),
                     }
                 }

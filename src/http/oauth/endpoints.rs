@@ -711,8 +711,8 @@ async fn callback(State(server): State<Shared>, Query(query): Query<Params>) -> 
         coder_refresh: token.refresh_token,
         ..GrantData::default()
     };
-    let user = match server.adopt_coder_token(&record, grant_expires).await {
-        Ok(user) => user,
+    let (user, live) = match server.adopt_coder_token(&record, grant_expires).await {
+        Ok(adopted) => adopted,
         Err(BearerError::Unavailable(e) | BearerError::Rejected(e)) => return server_error(e),
     };
     let grant = GrantData {
@@ -726,7 +726,9 @@ async fn callback(State(server): State<Shared>, Query(query): Query<Params>) -> 
     {
         return server_error(e);
     }
-    server.remember_identity(&grant_id, user, &record).await;
+    server
+        .remember_identity(&grant_id, user, live, &record)
+        .await;
     let code = match random_token(32) {
         Ok(code) => format!("{CODE_PREFIX}{code}"),
         Err(e) => return server_error(e),

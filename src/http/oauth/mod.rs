@@ -378,7 +378,7 @@ impl OAuthServer {
             Ok(_) => " answered without an authorization_endpoint".to_owned(),
             Err(err) if err.is_transient() => return ProviderStatus::Unreachable(err.to_string()),
             // Coder's error carries its `message` and `detail`: why it is off.
-            Err(err) => format!(": {err}"),
+            Err(err) => format!(": {}", crate::quote::shorten(&err.to_string(), 300)),
         };
         ProviderStatus::Off(format!(
             "Coder at {base} does not serve OAuth2 sign-in (its /.well-known/oauth-authorization-server{said}); the Coder admin enables it with the `oauth2` experiment (CODER_EXPERIMENTS=oauth2)"
@@ -701,7 +701,7 @@ impl OAuthServer {
         &self,
         record: &GrantData,
         expires_at: i64,
-    ) -> Result<User, BearerError> {
+    ) -> Result<(User, Arc<LiveToken>), BearerError> {
         let token = SessionToken::new(record.coder_access.clone());
         let user = match tokio::time::timeout(
             CODER_TIMEOUT,
@@ -724,18 +724,20 @@ impl OAuthServer {
             None => expires_at,
         };
         self.save_grant(&key, record, expires_at).await?;
-        if let Some(live) = self.live.get(&key).await {
-            live.set(token);
-        }
-        Ok(user)
+        // Set once, here: the user's calls in flight use the new token from now on.
+        let live = self.live_token(&key, token).await;
+        Ok((user, live))
     }
 
     /// A new sign-in's identity, as [`Self::adopt_coder_token`] has just checked it with
     /// Coder: its first requests need no second `GET /users/me`.
-    async fn remember_identity(&self, grant_id: &str, user: User, record: &GrantData) {
-        let key = user_record(&user.id.to_string());
-        let token = SessionToken::new(record.coder_access.clone());
-        let live = self.live_token(&key, token).await;
+    async fn remember_identity(
+        &self,
+        grant_id: &str,
+        user: User,
+        live: Arc<LiveToken>,
+        record: &GrantData,
+    ) {
         let identity = Arc::new(Identity {
             client: self.coder.with_live_token(live),
             user,
